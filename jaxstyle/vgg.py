@@ -1,0 +1,279 @@
+"""VGG16/VGG19 convolutional feature extractors (Simonyan & Zisserman 2014) in Flax.
+
+Only the 13 (VGG16) or 16 (VGG19) 3x3 convolutions are kept: style transfer never uses the
+classifier. Layer names follow the style-transfer papers for both networks: ``conv{b}_{i}``,
+``relu{b}_{i}`` and ``pool{b}``, with blocks ``b`` = 1..5.
+
+Images at this module's boundary are float32 NHWC RGB in [0, 1]. The input convention of the
+weights (recorded in their metadata) is applied inside :func:`vgg_features`:
+
+* ``caffe``: BGR channel order, 0-255 scale, mean [103.939, 116.779, 123.68] (BGR) subtracted
+  (the original Caffe/Keras VGG weights);
+* ``torchvision``: RGB, ImageNet mean [0.485, 0.456, 0.406] and std [0.229, 0.224, 0.225].
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+#: Convolutions per block for each architecture.
+ARCHS: dict[str, tuple[int, ...]] = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
+#: Output channels of every convolution in a block.
+CHANNELS = (64, 128, 256, 512, 512)
+CONVENTIONS = ("caffe", "torchvision")
+POOLINGS = ("max", "avg")
+
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+TORCHVISION_MEAN = (0.485, 0.456, 0.406)
+TORCHVISION_STD = (0.229, 0.224, 0.225)
+
+Params = dict[str, dict[str, jax.Array]]
+
+
+def _check_arch(arch: str) -> None:
+    if arch not in ARCHS:
+        raise ValueError(f"unknown network {arch!r}; choose one of {', '.join(ARCHS)}")
+
+
+def conv_names(arch: str) -> list[str]:
+    """Names of the convolutions of ``arch`` in forward order (``conv1_1``, ``conv1_2``, ...)."""
+    _check_arch(arch)
+    return [f"conv{b}_{i}" for b, n in enumerate(ARCHS[arch], 1) for i in range(1, n + 1)]
+
+
+def layer_names(arch: str) -> list[str]:
+    """Every named layer output of ``arch`` in forward order: conv, relu, ..., pool per block."""
+    names = []
+    for b, n in enumerate(ARCHS[arch], 1):
+        for i in range(1, n + 1):
+            names += [f"conv{b}_{i}", f"relu{b}_{i}"]
+        names.append(f"pool{b}")
+    return names
+
+
+def param_shapes(arch: str) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Expected parameter shapes: ``{conv: {"kernel": (3, 3, Cin, Cout), "bias": (Cout,)}}``."""
+    _check_arch(arch)
+    shapes, cin = {}, 3
+    for b, n in enumerate(ARCHS[arch], 1):
+        cout = CHANNELS[b - 1]
+        for i in range(1, n + 1):
+            shapes[f"conv{b}_{i}"] = {"kernel": (3, 3, cin, cout), "bias": (cout,)}
+            cin = cout
+    return shapes
+
+
+def parse_layers(spec: str | Iterable[str], arch: str = "vgg19") -> tuple[str, ...]:
+    """Parses ``"relu1_1,relu2_1"`` (or a list) into a tuple of valid layer names.
+
+    Raises:
+        ValueError: naming the unknown layer and the valid ones.
+    """
+    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    names = [n for n in names if n]
+    valid = layer_names(arch)
+    for n in names:
+        if n not in valid:
+            pattern = re.compile(r"^(conv|relu)\d_\d$|^pool\d$")
+            hint = "" if pattern.match(n) else " (names look like conv4_2, relu1_1, pool3)"
+            raise ValueError(f"unknown {arch} layer {n!r}{hint}")
+    if not names:
+        raise ValueError("no layers given")
+    return tuple(names)
+
+
+def pool2x2(x: jax.Array, kind: str) -> jax.Array:
+    """2x2 max or average pooling with stride 2, dropping an odd last row/column (floor mode).
+
+    Written as a reshape and a reduction instead of ``reduce_window``: the gradient of a
+    reduction is elementwise, while XLA's ``select_and_scatter`` for ``max_pool`` is several
+    times slower on CPU. Ties in max pooling share the gradient instead of routing it to one
+    element; with real-valued activations ties have measure zero apart from all-zero windows.
+    """
+    n, h, w, c = x.shape
+    x = x[:, : h - h % 2, : w - w % 2, :].reshape(n, h // 2, 2, w // 2, 2, c)
+    return x.max(axis=(2, 4)) if kind == "max" else x.mean(axis=(2, 4))
+
+
+def conv3x3(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """3x3 'same' convolution, choosing the fastest formulation for the shape on XLA:CPU.
+
+    All three compute the same function; which one is fastest was measured for forward+backward
+    on 2 CPU cores (experiments/bench_vgg.py): XLA's convolution for large feature maps, one
+    matmul over im2col patches when there are few input channels (conv1_1), and a sum of nine
+    shifted matmuls for small maps with many channels (blocks 4-5 at 256 px), where XLA's
+    convolution underuses the matmul kernel.
+    """
+    n, h, w, cin = x.shape
+    if jax.default_backend() == "cpu" and (cin <= 4 or (h * w <= 32 * 32 and cin >= 256)):
+        xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        taps = [xp[:, dy : dy + h, dx : dx + w, :] for dy in range(3) for dx in range(3)]
+        if cin <= 4:
+            cols = jnp.concatenate(taps, axis=-1)
+            y = jnp.einsum("nhwk,ko->nhwo", cols, kernel.reshape(9 * cin, -1))
+        else:
+            y = sum(
+                jnp.einsum("nhwc,co->nhwo", t, kernel[i // 3, i % 3]) for i, t in enumerate(taps)
+            )
+    else:
+        y = jax.lax.conv_general_dilated(
+            x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+    return y + bias
+
+
+class Conv3x3(nn.Module):
+    """A 3x3 convolution with flax's default initialisers and parameter names."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param(
+            "kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features)
+        )
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return conv3x3(x, kernel, bias)
+
+
+class VGG(nn.Module):
+    """The convolutional trunk of VGG; returns the requested named activations.
+
+    Attributes:
+        arch: ``"vgg16"`` or ``"vgg19"``.
+        pooling: ``"max"`` (the trained network) or ``"avg"`` (Gatys et al.'s suggestion for
+            smoother gradients; the weights are unchanged).
+    """
+
+    arch: str = "vgg16"
+    pooling: str = "max"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, layers: Sequence[str]) -> dict[str, jax.Array]:
+        wanted = set(layers)
+        order = layer_names(self.arch)
+        last = max(order.index(n) for n in wanted)
+        out = {}
+        for name in order[: last + 1]:
+            if name.startswith("conv"):
+                cout = CHANNELS[int(name[4]) - 1]
+                x = Conv3x3(cout, name=name)(x)
+            elif name.startswith("relu"):
+                x = jax.nn.relu(x)
+            else:
+                x = pool2x2(x, self.pooling)
+            if name in wanted:
+                out[name] = x
+        return out
+
+
+def preprocess(images: jax.Array, convention: str) -> jax.Array:
+    """Maps float NHWC RGB in [0, 1] to the network's input convention."""
+    if convention == "caffe":
+        bgr = images[..., ::-1] * 255.0
+        return bgr - jnp.asarray(CAFFE_MEAN_BGR, images.dtype)
+    if convention == "torchvision":
+        mean = jnp.asarray(TORCHVISION_MEAN, images.dtype)
+        return (images - mean) / jnp.asarray(TORCHVISION_STD, images.dtype)
+    raise ValueError(f"unknown input convention {convention!r}; expected one of {CONVENTIONS}")
+
+
+def vgg_features(
+    params: Params,
+    images: jax.Array,
+    layers: Sequence[str],
+    *,
+    arch: str = "vgg16",
+    pooling: str = "max",
+    convention: str = "caffe",
+) -> dict[str, jax.Array]:
+    """Activations of ``layers`` for ``images``, computing only up to the deepest one.
+
+    Args:
+        params: ``{conv_name: {"kernel": HWIO, "bias": (C,)}}``.
+        images: float NHWC RGB in [0, 1]; H and W of at least 32 keep every pool non-empty.
+        layers: layer names (``conv{b}_{i}``, ``relu{b}_{i}``, ``pool{b}``).
+        arch, pooling, convention: see :class:`VGG` and :func:`preprocess`.
+
+    Returns:
+        ``{layer_name: NHWC array}`` for every requested layer.
+    """
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected NHWC RGB images, got shape {images.shape}")
+    x = preprocess(images, convention)
+    return VGG(arch=arch, pooling=pooling).apply({"params": params}, x, tuple(layers))
+
+
+def init_params(arch: str, key: jax.Array | None = None) -> Params:
+    """Random parameters from the architecture's own initialiser (for tests and converters)."""
+    key = jax.random.PRNGKey(0) if key is None else key
+    dummy = jnp.zeros((1, 32, 32, 3), jnp.float32)
+    variables = VGG(arch=arch).init(key, dummy, (layer_names(arch)[-1],))
+    return jax.tree_util.tree_map(lambda a: a, dict(variables["params"]))
+
+
+@struct.dataclass
+class VGGNet:
+    """A VGG trunk with its weights; a pytree whose leaves are the parameters.
+
+    Because the parameters are leaves, passing a ``VGGNet`` into a jitted function passes
+    them as arguments: they are never baked into the compiled program as constants.
+    """
+
+    params: Any
+    arch: str = struct.field(pytree_node=False, default="vgg16")
+    pooling: str = struct.field(pytree_node=False, default="max")
+    convention: str = struct.field(pytree_node=False, default="caffe")
+
+    def features(self, images: jax.Array, layers: Sequence[str]) -> dict[str, jax.Array]:
+        """See :func:`vgg_features`."""
+        return vgg_features(
+            self.params,
+            images,
+            tuple(layers),
+            arch=self.arch,
+            pooling=self.pooling,
+            convention=self.convention,
+        )
+
+    def with_pooling(self, pooling: str) -> VGGNet:
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose max or avg")
+        return self.replace(pooling=pooling)
+
+
+def load_vgg(
+    name: str = "vgg16",
+    pooling: str = "max",
+    weights: str | None = None,
+    *,
+    progress: bool = True,
+) -> VGGNet:
+    """Loads a VGG feature extractor with ImageNet weights.
+
+    Args:
+        name: ``"vgg16"`` or ``"vgg19"``.
+        pooling: ``"max"`` or ``"avg"``.
+        weights: a weights file in any format ``weights_convert`` reads (jaxstyle safetensors,
+            torchvision/timm ``.pth``/``.safetensors``, Keras ``.h5``, ONNX). ``None`` uses the
+            cache under ``$JAXSTYLE_HOME``, fetching on first use.
+        progress: show a progress bar while fetching.
+
+    Returns:
+        A :class:`VGGNet`; call ``net.features(images, layers)``.
+    """
+    from jaxstyle import weights as weights_lib
+
+    _check_arch(name)
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; choose max or avg")
+    params, meta = weights_lib.load_or_fetch(name, weights, progress=progress)
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    return VGGNet(params=params, arch=name, pooling=pooling, convention=meta["convention"])

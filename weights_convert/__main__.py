@@ -1,0 +1,86 @@
+"""Converts a VGG weights file into jaxstyle's format.
+
+    python -m weights_convert SRC -o OUT.safetensors --arch vgg16 [--layout torchvision]
+
+SRC may be ONNX, a torch state dict (.pth/.pt/.bin), safetensors (torchvision/timm or jaxstyle)
+or Keras .h5. OUT is written atomically: a failed conversion leaves an existing OUT untouched.
+Exits 2 with a one-line ``error: ...`` on stderr when SRC cannot be converted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from jaxstyle.vgg import ARCHS
+from weights_convert.vgg import LAYOUTS
+
+#: Reserved for the Johnson transformer-network converter.
+JOHNSON = "johnson"
+MAX_LISTED_KEYS = 20
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line flags of ``python -m weights_convert``."""
+    p = argparse.ArgumentParser(
+        prog="python -m weights_convert",
+        description="Convert VGG weights (ONNX, torch, safetensors, Keras .h5) to jaxstyle.",
+    )
+    p.add_argument("src", metavar="SRC", help="weights file to convert")
+    p.add_argument("-o", "--out", required=True, metavar="OUT", help="destination .safetensors")
+    p.add_argument("--arch", choices=tuple(ARCHS), default="vgg16", help="network (vgg16)")
+    p.add_argument(
+        "--layout",
+        choices=tuple(LAYOUTS),
+        default=None,
+        help="tensor naming of SRC; detected from the tensor names when omitted",
+    )
+    return p
+
+
+def _keys_line(label: str, keys: Sequence[str]) -> str:
+    if not keys:
+        return f"{label}: none"
+    shown = ", ".join(keys[:MAX_LISTED_KEYS])
+    more = f", ... and {len(keys) - MAX_LISTED_KEYS} more" if len(keys) > MAX_LISTED_KEYS else ""
+    return f"{label} ({len(keys)}): {shown}{more}"
+
+
+def _error(message: str) -> int:
+    # One line, so that scripts and users see the whole reason at once.
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the converter; returns the process exit status (0 ok, 2 bad input).
+
+    Args:
+        argv: arguments without the program name; ``sys.argv[1:]`` when ``None``.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == [JOHNSON]:
+        return _error("the johnson converter is not available yet")
+    args = build_parser().parse_args(argv)
+
+    from jaxstyle import weights as jw
+    from weights_convert.vgg import ConvertError, read_vgg_file
+
+    try:
+        params, meta, report = read_vgg_file(args.src, args.arch, args.layout)
+        out = jw.save(args.out, params, meta)
+    except (ConvertError, jw.WeightsError) as e:
+        return _error(str(e))
+    except OSError as e:  # e.g. OUT's folder is not writable
+        return _error(f"{args.out}: cannot write ({e.strerror or e})")
+    print(report.summary())
+    # A successful conversion has every tensor it needs; a missing one is an error above.
+    print(_keys_line("missing keys", []))
+    print(_keys_line("unexpected keys (dropped)", report.unexpected))
+    print(f"wrote {out} ({meta['arch']}, input convention {meta['convention']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
