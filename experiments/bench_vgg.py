@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from jaxstyle.vgg import load_vgg
 
@@ -47,38 +51,15 @@ def jax_step(net, size: int):
 
 def torch_step(net, size: int):
     import torch
+    from torch_ref import TorchVGG
 
-    torch.manual_seed(0)
-    layers, cin = [], 3
-    for conv, p in net.params.items():
-        c = torch.nn.Conv2d(cin, p["kernel"].shape[-1], 3, padding=1)
-        with torch.no_grad():
-            c.weight.copy_(torch.from_numpy(np.asarray(p["kernel"]).transpose(3, 2, 0, 1).copy()))
-            c.bias.copy_(torch.from_numpy(np.asarray(p["bias"])))
-        c.requires_grad_(False)
-        layers.append((conv, c))
-        cin = p["kernel"].shape[-1]
-    mean = torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
-    block_ends = {"conv1_2", "conv2_2", "conv3_3", "conv4_3"}
-    wanted = {n.replace("relu", "conv") for n in LAYERS}
-
-    def loss(x):
-        h = x.flip(1) * 255 - mean  # RGB [0,1] -> Caffe BGR, as jaxstyle does inside
-        total = 0
-        for conv, c in layers:
-            h = torch.relu(c(h))
-            if conv in wanted:
-                total = total + h.pow(2).mean()
-            if conv == "conv5_1":
-                return total
-            if conv in block_ends:
-                h = torch.nn.functional.max_pool2d(h, 2)
-
+    vgg = TorchVGG(net)
     x = torch.rand(1, 3, size, size, requires_grad=True)
 
     def step():
         x.grad = None
-        loss(x).backward()
+        feats = vgg.features(x, LAYERS)
+        sum(f.pow(2).mean() for f in feats.values()).backward()
 
     return step
 

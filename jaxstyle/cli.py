@@ -1,0 +1,324 @@
+"""The ``jaxstyle`` command line: the only module that knows about flags.
+
+Errors a user can fix (bad files, bad settings, missing weights) print one ``error:`` line and
+exit with status 2; nothing is overwritten or half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+
+from jaxstyle.configs import GatysConfig
+
+EXIT_USAGE = 2
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for."""
+
+
+def enable_compile_cache() -> None:
+    """Turns on JAX's persistent compilation cache so a second run starts fast."""
+    import jax
+
+    from jaxstyle.weights import home
+
+    try:
+        jax.config.update("jax_compilation_cache_dir", str(home() / "xla-cache"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    except (AttributeError, ValueError):  # an older/newer JAX without these options
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Flags derived from the config dataclasses.
+
+
+def _list_of(kind: type, name: str):
+    def parse(text: str):
+        try:
+            return tuple(kind(v.strip()) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{name}: expected comma-separated {kind.__name__} values, got {text!r}"
+            ) from None
+
+    return parse
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
+    """One ``--flag`` per dataclass field, with its default, type, choices and help."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        kw: dict = {"default": f.default, "help": f.metadata.get("help", "")}
+        if typing.get_origin(hint) is tuple:
+            kw["type"] = _list_of(typing.get_args(hint)[0], flag)
+            shown = ",".join(map(str, f.default)) if f.default else "-"
+            kw["help"] += f" (default: {shown})"
+        else:
+            kw["type"] = hint
+            kw["help"] += " (default: %(default)s)"
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        parser.add_argument(flag, dest=f.name, **kw)
+
+
+def config_from_args(cls: type, args: argparse.Namespace):
+    values = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)
+    }
+    return cls(**values)
+
+
+# ---------------------------------------------------------------------------------------------
+# stylize and demo.
+
+
+def _expand_images(paths: Sequence[str]) -> list[Path]:
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise UsageError(f"{p}: folder holds no images")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
+def _intermediate_name(out: Path, iteration: int) -> Path:
+    return out.with_name(f"{out.stem}_{iteration:05d}{out.suffix}")
+
+
+def run_stylize(
+    contents: list[Path],
+    styles: list[Path],
+    outputs: list[Path],
+    cfg: GatysConfig,
+    *,
+    weights: str | None,
+    log_path: Path | None,
+    quiet: bool,
+    preloaded: tuple[list, list] | None = None,
+) -> dict:
+    """Loads everything, validates, stylises, writes outputs (and the log) atomically."""
+    from jaxstyle import gatys
+    from jaxstyle import images as imlib
+    from jaxstyle.vgg import load_vgg
+
+    cfg.validate()
+    for out in outputs:
+        imlib.check_output_path(out)
+    if cfg.init not in ("content", "noise", "style"):
+        imlib.load_image(cfg.init)  # fail before any work when the init image is bad
+    if preloaded is None:
+        content_imgs = [imlib.load_image(p) for p in contents]
+        style_imgs = [imlib.load_image(p) for p in styles]
+    else:
+        content_imgs, style_imgs = preloaded
+    if cfg.style_blend_weights and len(cfg.style_blend_weights) != len(style_imgs):
+        raise UsageError(
+            f"--style-blend-weights has {len(cfg.style_blend_weights)} values for "
+            f"{len(style_imgs)} style images"
+        )
+    enable_compile_cache()
+    net = load_vgg(cfg.net, cfg.pooling, weights, progress=not quiet)
+
+    def on_save(i: int, iteration: int, image) -> None:
+        imlib.save_image(_intermediate_name(outputs[i], iteration), image)
+
+    t0 = time.perf_counter()
+    result = gatys.stylize(content_imgs, style_imgs, net, cfg, progress=not quiet, on_save=on_save)
+    for out, img in zip(outputs, result.images, strict=True):
+        imlib.save_image(out, img)
+    summary = result.log["summary"]
+    summary["wall_seconds"] = time.perf_counter() - t0
+    if log_path is not None:
+        from jaxstyle.fileio import atomic_path
+
+        result.log["inputs"] = {
+            "content": list(map(str, contents)),
+            "style": list(map(str, styles)),
+        }
+        result.log["outputs"] = list(map(str, outputs))
+        with atomic_path(log_path) as tmp:
+            tmp.write_text(json.dumps(result.log, indent=1))
+    if not quiet:
+        names = ", ".join(map(str, outputs))
+        print(
+            f"wrote {names}: loss {summary['total']:.4g} (content {summary['content']:.4g}, "
+            f"style {summary['style']:.4g}, tv {summary['tv']:.4g}), "
+            f"{summary['iterations']} iterations in {summary['optimisation_seconds']:.1f} s "
+            f"+ {summary['compile_seconds']:.1f} s compiling",
+            file=sys.stderr,
+        )
+    return result.log
+
+
+def cmd_stylize(args: argparse.Namespace) -> int:
+    if len(args.images) < 2:
+        raise UsageError("give a CONTENT image and at least one STYLE image")
+    contents = [Path(args.images[0]), *_expand_images(args.batch or [])]
+    styles = _expand_images(args.images[1:])
+    out = Path(args.output)
+    if len(contents) == 1 and not out.is_dir():
+        outputs = [out]
+    else:
+        if out.suffix and not out.is_dir():
+            raise UsageError(f"{out}: with several content images, -o must be a folder")
+        out.mkdir(parents=True, exist_ok=True)
+        outputs = [out / f"{c.stem}.png" for c in contents]
+        if len({o.name for o in outputs}) != len(outputs):
+            raise UsageError("several content images share a file name; rename them")
+    cfg = config_from_args(GatysConfig, args)
+    run_stylize(
+        contents,
+        styles,
+        outputs,
+        cfg,
+        weights=args.weights,
+        log_path=Path(args.log) if args.log else None,
+        quiet=args.quiet,
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from jaxstyle import demo
+
+    content, style, where = demo.demo_images()
+    if not args.quiet:
+        print(f"demo: content {where}; style drawn by jaxstyle", file=sys.stderr)
+    cfg = GatysConfig(
+        size=args.size, scales=(args.size // 2, args.size), iterations=args.iterations
+    )
+    run_stylize(
+        [Path("<demo content>")],
+        [Path("<demo style>")],
+        [Path(args.output)],
+        cfg,
+        weights=args.weights,
+        log_path=None,
+        quiet=args.quiet,
+        preloaded=([content], [style]),
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# weights.
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from jaxstyle import weights
+
+    if args.action == "fetch":
+        for name in args.names:
+            path = weights.fetch(
+                name, progress=not args.quiet, force=args.force, keep_source=args.keep_source
+            )
+            print(weights.verify(name))
+            print(f"  cached at {path}")
+    elif args.action == "list":
+        rows = weights.list_cached()
+        if not rows:
+            print(f"no weights cached under {weights.home() / 'weights'}")
+        for r in rows:
+            size = r["bytes"] / 2**20
+            print(
+                f"{r['name']:8s} {size:7.1f} MiB  {r.get('arch', '?')}  "
+                f"convention={r.get('convention', '?')}  source={r.get('source', '?')}  "
+                f"{r['path']}"
+            )
+    else:
+        names = args.names or [r["name"] for r in weights.list_cached()]
+        if not names:
+            print(f"no weights cached under {weights.home() / 'weights'}")
+        for name in names:
+            print(weights.verify(name))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jaxstyle",
+        description="Neural style transfer in JAX: Gatys et al. 2015 and Johnson et al. 2016.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "stylize",
+        help="iterative style transfer (Gatys et al.)",
+        description="Optimise an image so its VGG features match CONTENT and its Gram matrices "
+        "match the STYLE images. Loss: content_weight*content + style_weight*style + "
+        "tv_weight*tv (formulas in README).",
+    )
+    p.add_argument("images", nargs="+", metavar="CONTENT STYLE [STYLE ...]")
+    p.add_argument("-o", "--output", required=True, help="output image, or folder with --batch")
+    p.add_argument(
+        "--batch",
+        nargs="+",
+        metavar="CONTENT",
+        help="more content images or folders, optimised together; -o is then a folder",
+    )
+    p.add_argument("--weights", help="VGG weights file (any format weights_convert reads)")
+    p.add_argument("--log", help="write a JSON log (per-iteration losses and a summary)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_config_flags(p, GatysConfig)
+    p.set_defaults(func=cmd_stylize)
+
+    p = sub.add_parser("demo", help="stylise a built-in image; needs no arguments")
+    p.add_argument("-o", "--output", default="demo.png")
+    p.add_argument("--size", type=int, default=256, help="long side (default: %(default)s)")
+    p.add_argument("--iterations", type=int, default=100, help="per scale (default: %(default)s)")
+    p.add_argument("--weights", help="VGG16 weights file")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("weights", help="fetch, list and verify VGG weights")
+    wsub = p.add_subparsers(dest="action", required=True)
+    f = wsub.add_parser("fetch", help="download and verify weights into the cache")
+    f.add_argument("names", nargs="+", choices=("vgg16", "vgg19"))
+    f.add_argument("--force", action="store_true", help="fetch even if cached")
+    f.add_argument("--keep-source", action="store_true", help="also keep the original file")
+    f.add_argument("-q", "--quiet", action="store_true")
+    wsub.add_parser("list", help="what is cached: sizes and sources")
+    v = wsub.add_parser("verify", help="re-read cached weights and check every tensor")
+    v.add_argument("names", nargs="*", choices=("vgg16", "vgg19"))
+    p.set_defaults(func=cmd_weights)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from jaxstyle.images import ImageError
+    from jaxstyle.weights import WeightsError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, ImageError, WeightsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted; no output was written for unfinished work", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Every default of jaxstyle, defined once, as frozen (hashable) dataclasses.
+
+The command-line flags are derived from these fields (``jaxstyle/cli.py``); each field's
+``help`` metadata is its flag's help text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import field
+
+GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+
+def _f(default, help: str, **kw):  # noqa: A002 - mirrors argparse's name
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclasses.dataclass(frozen=True)
+class GatysConfig:
+    """Settings of iterative style transfer (Gatys, Ecker & Bethge 2015)."""
+
+    net: str = _f(
+        "vgg16", "loss network: vgg16 or vgg19 (the paper's choice)", choices=("vgg16", "vgg19")
+    )
+    size: int = _f(512, "long side of the output in pixels")
+    style_scale: float = _f(1.0, "style image long side as a multiple of the output's")
+    scales: tuple[int, ...] = _f(
+        (),
+        "coarse-to-fine long sides, e.g. 256,512 (each initialised from the previous); "
+        "default: --size only",
+    )
+    iterations: int = _f(500, "iterations per scale")
+    optimizer: str = _f("lbfgs", "lbfgs (jaxopt L-BFGS) or adam (optax)", choices=("lbfgs", "adam"))
+    lr: float = _f(0.02, "Adam learning rate, in [0,1] pixel units per step")
+    content_weight: float = _f(1.0, "weight of the content term")
+    # Chosen by the sweep in README ("How the default style weight was chosen").
+    style_weight: float = _f(10.0, "weight of the style term")
+    tv_weight: float = _f(0.0, "weight of the total-variation term (pixels in [0,1])")
+    content_layers: tuple[str, ...] = _f(("relu4_2",), "comma-separated content layers")
+    style_layers: tuple[str, ...] = _f(GATYS_STYLE_LAYERS, "comma-separated style layers")
+    style_layer_weights: tuple[float, ...] = _f(
+        (), "comma-separated weight per style layer (default 1 each)"
+    )
+    style_blend_weights: tuple[float, ...] = _f(
+        (), "comma-separated weight per style image, normalised to sum 1 (default equal)"
+    )
+    pooling: str = _f("max", "max, or avg (Gatys' suggestion)", choices=("max", "avg"))
+    init: str = _f("content", "content, noise, style, or an image PATH")
+    seed: int = _f(0, "random seed (noise init)")
+    preserve_colors: str = _f(
+        "none",
+        "none; luminance (keep the content's colours); histogram (recolour the style first)",
+        choices=("none", "luminance", "histogram"),
+    )
+    save_every: int = _f(0, "save an intermediate image every N iterations (0: never)")
+    linesearch: str = _f(
+        "none",
+        "L-BFGS line search: none (unit steps, one evaluation per iteration) or zoom",
+        choices=("none", "zoom", "backtracking"),
+    )
+    history_size: int = _f(20, "L-BFGS history (pairs of past steps kept)")
+    progress_every: int = _f(10, "iterations per compiled chunk between progress updates")
+
+    def resolved_scales(self) -> tuple[int, ...]:
+        return tuple(self.scales) if self.scales else (self.size,)
+
+    def validate(self) -> None:
+        """Raises ValueError with a user-facing message for impossible settings."""
+        from jaxstyle.vgg import parse_layers
+
+        if self.size < 32 or any(s < 32 for s in self.resolved_scales()):
+            raise ValueError("sizes must be at least 32 pixels")
+        if self.iterations < 0:
+            raise ValueError("--iterations must be >= 0")
+        if self.style_scale <= 0:
+            raise ValueError("--style-scale must be positive")
+        parse_layers(self.content_layers, self.net)
+        parse_layers(self.style_layers, self.net)
+        if self.style_layer_weights and len(self.style_layer_weights) != len(self.style_layers):
+            raise ValueError(
+                f"--style-layer-weights has {len(self.style_layer_weights)} values for "
+                f"{len(self.style_layers)} style layers"
+            )
+        if any(w < 0 for w in self.style_blend_weights) or (
+            self.style_blend_weights and sum(self.style_blend_weights) <= 0
+        ):
+            raise ValueError("--style-blend-weights must be non-negative with a positive sum")
+        for name in ("content_weight", "style_weight", "tv_weight", "lr"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+        if self.progress_every < 1 or self.history_size < 1:
+            raise ValueError("--progress-every and --history-size must be >= 1")
