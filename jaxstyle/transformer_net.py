@@ -48,6 +48,16 @@ class NetConfig:
             "output": self.output,
         }
 
+    def __post_init__(self):
+        if len(self.channels) != 3 or min(self.channels) < 1 or self.num_res < 0:
+            raise ValueError(f"bad architecture: channels {self.channels}, {self.num_res} blocks")
+        if self.upsample not in ("nearest", "transpose"):
+            raise ValueError(f"unknown upsample {self.upsample!r} (nearest or transpose)")
+        if self.output not in ("sigmoid", "linear"):
+            raise ValueError(f"unknown output {self.output!r} (sigmoid or linear)")
+        if not self.io_scale > 0:
+            raise ValueError(f"io_scale must be positive, got {self.io_scale}")
+
     @classmethod
     def from_meta(cls, meta: dict[str, str]) -> NetConfig:
         return cls(
@@ -158,7 +168,11 @@ class UpsampleConvLayer(nn.Module):
 
 
 class TransformerNet(nn.Module):
-    """Johnson et al.'s network; ``__call__`` maps [0, 1] images (H, W divisible by 4) to [0, 1]."""
+    """Johnson et al.'s network on [0, 1] images with H, W divisible by 4.
+
+    The output is in (0, 1) for ``output="sigmoid"``; for ``"linear"`` it is unbounded until
+    :func:`stylize` clips it.
+    """
 
     config: NetConfig = FULL
     dtype: Any = jnp.float32

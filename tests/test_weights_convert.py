@@ -422,10 +422,3 @@ def test_cli_bad_input(problem, fake_params, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         {"existing.safetensors"} | ({src.name} if src.exists() else set())
     )
-
-
-def test_cli_johnson_reserved(tmp_path, capsys):
-    from weights_convert.__main__ import main
-
-    assert main(["johnson", str(tmp_path / "x.pth"), "-o", str(tmp_path / "y.safetensors")]) == 2
-    assert capsys.readouterr().err == "error: the johnson converter is not available yet\n"

@@ -1,6 +1,7 @@
-"""Converts a VGG weights file into jaxstyle's format.
+"""Converts VGG weights, or pytorch/examples fast_neural_style models, into jaxstyle's formats.
 
     python -m weights_convert SRC -o OUT.safetensors --arch vgg16 [--layout torchvision]
+    python -m weights_convert johnson SRC.pth -o model.safetensors
 
 SRC may be ONNX, a torch state dict (.pth/.pt/.bin), safetensors (torchvision/timm or jaxstyle)
 or Keras .h5. OUT is written atomically: a failed conversion leaves an existing OUT untouched.
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from jaxstyle.vgg import ARCHS
 from weights_convert.vgg import LAYOUTS
 
-#: Reserved for the Johnson transformer-network converter.
+#: First word selecting the Johnson transformer-network converter.
 JOHNSON = "johnson"
 MAX_LISTED_KEYS = 20
 
@@ -53,6 +54,37 @@ def _error(message: str) -> int:
     return 2
 
 
+def _main_johnson(argv: Sequence[str]) -> int:
+    """``python -m weights_convert johnson SRC -o OUT``: a fast_neural_style TransformerNet."""
+    p = argparse.ArgumentParser(
+        prog=f"python -m weights_convert {JOHNSON}",
+        description="Convert a pytorch/examples fast_neural_style TransformerNet state dict "
+        "(.pth/.pt/.model or .safetensors) to a jaxstyle model file.",
+    )
+    p.add_argument("src", metavar="SRC", help="state dict to convert")
+    p.add_argument("-o", "--out", required=True, metavar="OUT", help="destination .safetensors")
+    args = p.parse_args(argv)
+
+    from weights_convert.johnson import write_johnson
+    from weights_convert.vgg import ConvertError
+
+    try:
+        out, config, report, _ = write_johnson(args.src, args.out)
+    except ConvertError as e:
+        return _error(str(e))
+    except OSError as e:  # e.g. OUT's folder is not writable
+        return _error(f"{args.out}: cannot write ({e.strerror or e})")
+    print(report.summary())
+    print(_keys_line("missing keys", []))
+    print(_keys_line("unexpected keys (dropped)", report.unexpected))
+    channels = ",".join(map(str, config.channels))
+    print(
+        f"wrote {out} (TransformerNet channels {channels}, {config.num_res} residual blocks, "
+        f"0-{config.io_scale:g} {config.output} output)"
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the converter; returns the process exit status (0 ok, 2 bad input).
 
@@ -61,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == [JOHNSON]:
-        return _error("the johnson converter is not available yet")
+        return _main_johnson(argv[1:])
     args = build_parser().parse_args(argv)
 
     from jaxstyle import weights as jw

@@ -1,0 +1,381 @@
+"""Tests for weights_convert.johnson: pytorch/examples fast_neural_style -> jaxstyle models.
+
+The parity test builds the PyTorch TransformerNet exactly as pytorch/examples defines it, saves
+its state dict with torch.save, converts it through the command line and the API, and runs both
+networks on the same images. The error-path tests write state dicts as safetensors from a hand
+written key table, so they run without torch.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxstyle.models import load_model
+from jaxstyle.transformer_net import NetConfig, TransformerNet
+from weights_convert import ConvertError
+from weights_convert.johnson import convert_johnson
+
+REPO = Path(__file__).resolve().parents[1]
+FULL_255 = NetConfig(
+    channels=(32, 64, 128), num_res=5, upsample="nearest", io_scale=255.0, output="linear"
+)
+STALE = ("in1.running_mean", "in1.running_var")
+
+
+# ---------------------------------------------------------------------------------------------
+# The source network: pytorch/examples fast_neural_style/neural_style/transformer_net.py.
+
+
+def torch_transformer_net():
+    """The ``TransformerNet`` class of pytorch/examples, layer for layer."""
+    torch = pytest.importorskip("torch")
+
+    class ConvLayer(torch.nn.Module):
+        def __init__(self, in_channels, out_channels, kernel_size, stride):
+            super().__init__()
+            self.reflection_pad = torch.nn.ReflectionPad2d(kernel_size // 2)
+            self.conv2d = torch.nn.Conv2d(in_channels, out_channels, kernel_size, stride)
+
+        def forward(self, x):
+            return self.conv2d(self.reflection_pad(x))
+
+    class ResidualBlock(torch.nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.conv1 = ConvLayer(channels, channels, kernel_size=3, stride=1)
+            self.in1 = torch.nn.InstanceNorm2d(channels, affine=True)
+            self.conv2 = ConvLayer(channels, channels, kernel_size=3, stride=1)
+            self.in2 = torch.nn.InstanceNorm2d(channels, affine=True)
+            self.relu = torch.nn.ReLU()
+
+        def forward(self, x):
+            residual = x
+            out = self.relu(self.in1(self.conv1(x)))
+            out = self.in2(self.conv2(out))
+            return out + residual
+
+    class UpsampleConvLayer(torch.nn.Module):
+        def __init__(self, in_channels, out_channels, kernel_size, stride, upsample=None):
+            super().__init__()
+            self.upsample = upsample
+            self.reflection_pad = torch.nn.ReflectionPad2d(kernel_size // 2)
+            self.conv2d = torch.nn.Conv2d(in_channels, out_channels, kernel_size, stride)
+
+        def forward(self, x):
+            x_in = x
+            if self.upsample:
+                x_in = torch.nn.functional.interpolate(
+                    x_in, mode="nearest", scale_factor=self.upsample
+                )
+            return self.conv2d(self.reflection_pad(x_in))
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = ConvLayer(3, 32, kernel_size=9, stride=1)
+            self.in1 = torch.nn.InstanceNorm2d(32, affine=True)
+            self.conv2 = ConvLayer(32, 64, kernel_size=3, stride=2)
+            self.in2 = torch.nn.InstanceNorm2d(64, affine=True)
+            self.conv3 = ConvLayer(64, 128, kernel_size=3, stride=2)
+            self.in3 = torch.nn.InstanceNorm2d(128, affine=True)
+            self.res1 = ResidualBlock(128)
+            self.res2 = ResidualBlock(128)
+            self.res3 = ResidualBlock(128)
+            self.res4 = ResidualBlock(128)
+            self.res5 = ResidualBlock(128)
+            self.deconv1 = UpsampleConvLayer(128, 64, kernel_size=3, stride=1, upsample=2)
+            self.in4 = torch.nn.InstanceNorm2d(64, affine=True)
+            self.deconv2 = UpsampleConvLayer(64, 32, kernel_size=3, stride=1, upsample=2)
+            self.in5 = torch.nn.InstanceNorm2d(32, affine=True)
+            self.deconv3 = ConvLayer(32, 3, kernel_size=9, stride=1)
+            self.relu = torch.nn.ReLU()
+
+        def forward(self, X):  # noqa: N803 - the example's spelling
+            y = self.relu(self.in1(self.conv1(X)))
+            y = self.relu(self.in2(self.conv2(y)))
+            y = self.relu(self.in3(self.conv3(y)))
+            y = self.res1(y)
+            y = self.res2(y)
+            y = self.res3(y)
+            y = self.res4(y)
+            y = self.res5(y)
+            y = self.relu(self.in4(self.deconv1(y)))
+            y = self.relu(self.in5(self.deconv2(y)))
+            y = self.deconv3(y)
+            return y
+
+    return Net
+
+
+@pytest.fixture(scope="module")
+def torch_net_pth(tmp_path_factory):
+    """``(net, path)``: a randomly initialised network and its state dict as an old-style .pth.
+
+    InstanceNorm2d initialises its affine parameters to 1 and 0, which would hide a scale read
+    as a bias or from the wrong layer; they are randomised too. The output layer is scaled so
+    that outputs span most of 0-255, as a trained model's do.
+    """
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch_transformer_net()().eval()
+    with torch.no_grad():
+        for name, module in net.named_modules():
+            if isinstance(module, torch.nn.InstanceNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0.0, 0.5)
+                assert name.split(".")[-1].startswith("in")
+        # A trained network's last layer spans 0-255; at the default init it gives about +-2,
+        # where an absolute tolerance on the 0-255 scale would check almost nothing.
+        net.deconv3.conv2d.weight.mul_(60.0)
+        net.deconv3.conv2d.bias.add_(128.0)
+    state = net.state_dict()
+    # PyTorch < 0.4 saved running statistics for InstanceNorm2d; published models carry them.
+    state["in1.running_mean"] = torch.zeros(32)
+    state["in1.running_var"] = torch.ones(32)
+    path = tmp_path_factory.mktemp("torch") / "candy.pth"
+    torch.save(state, str(path))
+    return net, path
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", "weights_convert", "johnson", *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_parity_with_pytorch(torch_net_pth, tmp_path):
+    torch = pytest.importorskip("torch")
+    net, src = torch_net_pth
+    out = tmp_path / "candy.safetensors"
+    proc = run_cli(src, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "unexpected keys (dropped) (2): in1.running_mean, in1.running_var" in proc.stdout
+    params, config, meta = load_model(out)
+    assert config == FULL_255
+    assert meta["source"] == "candy.pth" and len(meta["source_sha256"]) == 64
+
+    api_params, api_config, report = convert_johnson(src)
+    assert api_config == FULL_255
+    assert report.unexpected == list(STALE)
+    same = jax.tree_util.tree_map(np.array_equal, api_params, params)
+    assert jax.tree_util.tree_all(same), "the CLI and the API disagree"
+
+    images = np.random.default_rng(0).uniform(0.0, 255.0, (2, 3, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(images)).numpy()
+    x = jnp.asarray(images.transpose(0, 2, 3, 1) / 255.0)
+    got = np.asarray(TransformerNet(config).apply({"params": params}, x)) * 255.0
+    got = got.transpose(0, 3, 1, 2)
+    diff = float(np.max(np.abs(got - want)))
+    print(f"max |jaxstyle - torch| = {diff:.3g} (output range {want.min():.3g}..{want.max():.3g})")
+    assert want.max() - want.min() > 100.0  # the comparison is on a realistic output range
+    # The raw linear outputs, unclipped, on the 0-255 scale (float32 accumulation gives ~3e-4).
+    assert diff <= 1e-3
+
+
+def test_model_suffix_accepted(torch_net_pth, tmp_path):
+    # fast_neural_style's training script saves its state dicts as ``*.model``.
+    src = tmp_path / "epoch_2_Sat_Jan__1_1e5_1e10.model"
+    src.write_bytes(torch_net_pth[1].read_bytes())
+    params, config, _ = convert_johnson(src)
+    assert config == FULL_255
+    assert params["deconv3"]["conv2d"]["kernel"].shape == (9, 9, 32, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Without torch: state dicts written as safetensors from a hand-written key table.
+
+
+def fns_state(
+    channels: tuple[int, int, int] = (8, 16, 24), num_res: int = 2, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """A random state dict with the key names and OIHW shapes of pytorch/examples."""
+    rng = np.random.default_rng(seed)
+    c1, c2, c3 = channels
+    state = {}
+
+    def conv(name, cin, cout, k):
+        state[f"{name}.conv2d.weight"] = rng.normal(0, 0.1, (cout, cin, k, k)).astype(np.float32)
+        state[f"{name}.conv2d.bias"] = rng.normal(0, 0.1, (cout,)).astype(np.float32)
+
+    def norm(name, c):
+        state[f"{name}.weight"] = rng.uniform(0.5, 1.5, (c,)).astype(np.float32)
+        state[f"{name}.bias"] = rng.normal(0, 0.1, (c,)).astype(np.float32)
+
+    for name, cin, cout, k in [("conv1", 3, c1, 9), ("conv2", c1, c2, 3), ("conv3", c2, c3, 3)]:
+        conv(name, cin, cout, k)
+        norm(f"in{name[-1]}", cout)
+    for i in range(1, num_res + 1):
+        for j in (1, 2):
+            conv(f"res{i}.conv{j}", c3, c3, 3)
+            norm(f"res{i}.in{j}", c3)
+    conv("deconv1", c3, c2, 3)
+    norm("in4", c2)
+    conv("deconv2", c2, c1, 3)
+    norm("in5", c1)
+    conv("deconv3", c1, 3, 9)
+    return state
+
+
+def write_st(path: Path, state: dict[str, np.ndarray]) -> Path:
+    from safetensors.numpy import save_file
+
+    save_file(state, str(path))
+    return path
+
+
+def test_infers_architecture_and_maps_every_tensor(tmp_path):
+    state = fns_state((8, 16, 24), num_res=2)
+    state["res2.in1.running_var"] = np.ones(24, np.float32)
+    params, config, report = convert_johnson(write_st(tmp_path / "s.safetensors", state))
+    assert config == NetConfig((8, 16, 24), 2, "nearest", 255.0, "linear")
+    assert report.unexpected == ["res2.in1.running_var"]
+    assert len(report.used) == len(state) - 1
+    r1 = params["res1"]
+    np.testing.assert_array_equal(
+        r1["conv2"]["conv2d"]["kernel"], state["res1.conv2.conv2d.weight"].transpose(2, 3, 1, 0)
+    )
+    np.testing.assert_array_equal(r1["in2"]["scale"], state["res1.in2.weight"])
+    np.testing.assert_array_equal(r1["in2"]["bias"], state["res1.in2.bias"])
+    np.testing.assert_array_equal(params["deconv2"]["conv2d"]["bias"], state["deconv2.conv2d.bias"])
+    # The result is exactly what TransformerNet(config) expects.
+    x = jnp.zeros((1, 16, 16, 3))
+    jax.eval_shape(lambda p: TransformerNet(config).apply({"params": p}, x), params)
+
+
+def test_data_parallel_prefix(tmp_path):
+    state = {f"module.{k}": v for k, v in fns_state().items()}
+    _, config, _ = convert_johnson(write_st(tmp_path / "dp.safetensors", state))
+    assert config.channels == (8, 16, 24)
+
+
+def assert_convert_error(path: Path, *fragments: str) -> str:
+    with pytest.raises(ConvertError) as e:
+        convert_johnson(path)
+    msg = str(e.value)
+    for fragment in (str(path), *fragments):
+        assert fragment in msg, msg
+    return msg
+
+
+def test_missing_tensor(tmp_path):
+    state = fns_state(num_res=5)
+    del state["res3.conv1.conv2d.weight"]
+    assert_convert_error(write_st(tmp_path / "m.safetensors", state), "res3.conv1.conv2d.weight")
+
+
+def test_missing_residual_block(tmp_path):
+    state = {k: v for k, v in fns_state(num_res=5).items() if not k.startswith("res3.")}
+    state["res99.in1.weight"] = np.ones(24, np.float32)  # numbers never size the network
+    assert_convert_error(write_st(tmp_path / "b.safetensors", state), "residual block res3")
+
+
+@pytest.mark.parametrize(
+    "key, shape",
+    [
+        ("conv2.conv2d.weight", (16, 8, 5, 5)),  # a 5x5 kernel where the network has 3x3
+        ("conv3.conv2d.weight", (24, 9, 3, 3)),  # input channels that do not chain
+        ("res2.in2.weight", (23,)),
+        ("deconv1.conv2d.bias", (16, 1)),
+    ],
+)
+def test_wrong_shape(key, shape, tmp_path):
+    state = fns_state()
+    state[key] = np.zeros(shape, np.float32)
+    assert_convert_error(write_st(tmp_path / "w.safetensors", state), key, str(shape))
+
+
+def test_unexpected_tensor(tmp_path):
+    # A network with an extra layer is not this one; dropping the layer would be silently wrong.
+    state = {**fns_state(), "in6.weight": np.ones(8, np.float32)}
+    assert_convert_error(write_st(tmp_path / "u.safetensors", state), "in6.weight")
+
+
+def vgg_state() -> dict[str, np.ndarray]:
+    return {
+        "features.0.weight": np.zeros((64, 3, 3, 3), np.float32),
+        "features.0.bias": np.zeros(64, np.float32),
+        "classifier.0.weight": np.zeros((8, 4), np.float32),
+    }
+
+
+def test_vgg_state_dict(tmp_path):
+    msg = assert_convert_error(write_st(tmp_path / "vgg16.safetensors", vgg_state()))
+    assert "not a pytorch/examples fast_neural_style TransformerNet" in msg
+    assert "features.0.weight" in msg
+
+
+def test_vgg_pth(tmp_path):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "vgg16.pth"
+    torch.save({k: torch.from_numpy(v) for k, v in vgg_state().items()}, str(path))
+    assert_convert_error(path, "not a pytorch/examples fast_neural_style TransformerNet")
+
+
+def test_jaxstyle_model_given(torch_net_pth, tmp_path):
+    out = tmp_path / "already.safetensors"
+    assert run_cli(torch_net_pth[1], "-o", out).returncode == 0
+    assert_convert_error(out, "already a jaxstyle model")
+
+
+def test_truncated_pth(torch_net_pth, tmp_path):
+    src = tmp_path / "truncated.pth"
+    data = torch_net_pth[1].read_bytes()
+    src.write_bytes(data[: len(data) // 2])
+    assert_convert_error(src, "cannot read")
+
+
+def test_unsupported_suffix(tmp_path):
+    path = tmp_path / "net.onnx"
+    path.write_bytes(b"")
+    assert_convert_error(path, "unsupported format")
+
+
+@pytest.mark.parametrize("problem", ["missing_tensor", "truncated", "vgg", "missing_file"])
+def test_cli_bad_input(problem, tmp_path):
+    state = fns_state()
+    if problem == "missing_tensor":
+        del state["res1.conv1.conv2d.weight"]
+    src = write_st(tmp_path / "src.safetensors", vgg_state() if problem == "vgg" else state)
+    if problem == "truncated":
+        with open(src, "r+b") as f:
+            f.truncate(src.stat().st_size // 2)
+    elif problem == "missing_file":
+        src.unlink()
+    out = tmp_path / "existing.safetensors"
+    out.write_bytes(b"previous contents")
+    proc = run_cli(src, "-o", out)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert str(src) in errors[0]
+    if problem == "missing_tensor":
+        assert "res1.conv1.conv2d.weight" in errors[0]
+    assert out.read_bytes() == b"previous contents"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        {"existing.safetensors"} | ({src.name} if src.exists() else set())
+    )
+
+
+def test_cli_refuses_to_overwrite_source(tmp_path):
+    src = write_st(tmp_path / "src.safetensors", fns_state())
+    before = src.read_bytes()
+    proc = run_cli(src, "-o", src)
+    assert proc.returncode == 2 and "overwrite the source" in proc.stderr
+    assert src.read_bytes() == before
