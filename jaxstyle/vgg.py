@@ -83,7 +83,7 @@ def parse_layers(spec: str | Iterable[str], arch: str = "vgg19") -> tuple[str, .
         if n not in valid:
             pattern = re.compile(r"^(conv|relu)\d_\d$|^pool\d$")
             hint = "" if pattern.match(n) else " (names look like conv4_2, relu1_1, pool3)"
-            raise ValueError(f"unknown {arch} layer {n!r}{hint}")
+            raise ValueError(f"unknown {arch} layer {n!r}{hint}; valid layers: {', '.join(valid)}")
     if not names:
         raise ValueError("no layers given")
     return tuple(names)

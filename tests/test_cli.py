@@ -1,0 +1,377 @@
+"""End-to-end tests of the ``jaxstyle`` command line, run as a user would: in a subprocess.
+
+Inputs are 64x48 images drawn by :mod:`jaxstyle.demo`, written into a temp dir. Every run gets
+its own ``$JAXSTYLE_HOME`` (a temp dir where the cached real weights are symlinked when present)
+and an unreachable HTTP proxy, so a test can never download anything.
+
+The bad-input cases fail before anything is compiled (about a second each) and run
+concurrently from one fixture; the runs that stylise need the real VGG16 weights
+(``real_weights``), take 15-25 s each on two CPU cores, and skip with a reason without them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxstyle import demo
+from jaxstyle import images as imlib
+from jaxstyle import weights as jw
+
+REPO = Path(__file__).resolve().parents[1]
+OLD_BYTES = b"an earlier output that must survive a failed run"
+TIMEOUT = 300
+
+
+def cli_env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["JAXSTYLE_HOME"] = str(home)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONUNBUFFERED"] = "1"
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        env[var] = "http://127.0.0.1:9"  # discard port: any download attempt fails at once
+    env.pop("no_proxy", None)
+    env.pop("NO_PROXY", None)
+    return env
+
+
+def cli_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "jaxstyle.cli", *args]
+
+
+@pytest.fixture(scope="module")
+def real_weights() -> Path:
+    path = jw.cache_path("vgg16")  # respects the outer $JAXSTYLE_HOME
+    if not path.is_file():
+        pytest.skip(f"real weights absent: {path} (fetched by .ci/run)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    """A private ``$JAXSTYLE_HOME`` holding links to whatever weights are really cached."""
+    home = tmp_path_factory.mktemp("jaxstyle-home")
+    (home / "weights").mkdir()
+    real = jw.home() / "weights"
+    for f in sorted(real.glob("*.safetensors")) if real.is_dir() else []:
+        (home / "weights" / f.name).symlink_to(f)
+    return home
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    """Good and bad input files, made here."""
+    d = tmp_path_factory.mktemp("inputs")
+    land = demo.draw_landscape(64, 48)
+    files = {
+        "content": imlib.save_image(d / "land.png", land),
+        "content2": imlib.save_image(d / "land_flipped.png", land[:, ::-1]),
+        "style": imlib.save_image(d / "strokes.png", demo.draw_style(64)),
+        "tiny": imlib.save_image(d / "tiny.png", np.full((1, 1, 3), 0.5, np.float32)),
+    }
+    files["text"] = d / "notes.jpg"
+    files["text"].write_text("not a picture\n")
+    data = files["content"].read_bytes()
+    files["truncated"] = d / "cut.png"
+    files["truncated"].write_bytes(data[: len(data) // 2])
+    files["empty_dir"] = d / "no_images"
+    files["empty_dir"].mkdir()
+    (files["empty_dir"] / "readme.txt").write_text("nothing to see")
+    return files
+
+
+def run_cli(home: Path, cwd: Path, *args: str, timeout: float = TIMEOUT):
+    return subprocess.run(
+        cli_cmd(*args),
+        cwd=cwd,
+        env=cli_env(home),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary files of atomic writes (``.NAME.*.part``) left in ``folder``."""
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".part"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad inputs: exit status 2, one "error:" line naming the file and the reason, no traceback,
+# and the existing output untouched. They fail before loading weights or compiling.
+
+# name -> (arguments after "stylize", with {content}, {style}, ... standing for the files of
+# the ``inputs`` fixture; the output file's name; strings the error line must contain).
+BAD = {
+    "missing_content": (["missing.png", "{style}"], "out.png", ["missing.png", "no such file"]),
+    "text_style": (["{content}", "{text}"], "out.png", ["notes.jpg", "not an image"]),
+    "truncated_content": (["{truncated}", "{style}"], "out.png", ["cut.png", "truncated"]),
+    "one_pixel_content": (["{tiny}", "{style}"], "out.png", ["tiny.png", "1x1", "at least"]),
+    "unknown_extension": (
+        ["{content}", "{style}"],
+        "out.xyz",
+        ["out.xyz", "unknown output image type"],
+    ),
+    "bad_content_layer": (
+        ["{content}", "{style}", "--content-layers", "relu9_9"],
+        "out.png",
+        ["relu9_9", "unknown"],
+    ),
+    "blend_count": (
+        ["{content}", "{style}", "--style-blend-weights", "1,2"],
+        "out.png",
+        ["--style-blend-weights", "2 values for 1 style"],
+    ),
+    "missing_weights_file": (
+        ["{content}", "{style}", "--weights", "nope.safetensors"],
+        "out.png",
+        ["nope.safetensors", "no such file"],
+    ),
+    "missing_init_image": (
+        ["{content}", "{style}", "--init", "nope_init.png"],
+        "out.png",
+        ["nope_init.png", "no such file"],
+    ),
+    "style_folder_without_images": (
+        ["{content}", "{empty_dir}"],
+        "out.png",
+        ["no_images", "no images"],
+    ),
+    "batch_output_not_a_folder": (
+        ["{content}", "{style}", "--batch", "{content2}"],
+        "out.png",
+        ["out.png", "must be a folder"],
+    ),
+    "size_too_small": (["{content}", "{style}", "--size", "16"], "out.png", ["at least 32"]),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_runs(inputs, home, tmp_path_factory) -> dict[str, tuple]:
+    """Starts every bad-input case at once (each ~1 s of imports), in its own folder."""
+    root = tmp_path_factory.mktemp("bad")
+    fmt = {k: str(v) for k, v in inputs.items()}
+    started = {}
+    for name, (args, out_name, _) in BAD.items():
+        cwd = root / name
+        cwd.mkdir()
+        (cwd / out_name).write_bytes(OLD_BYTES)
+        # The case's own flags come last, so they override these defaults.
+        argv = ["stylize", "--size", "64", "--iterations", "5", "-q", "-o", out_name]
+        argv += [a.format(**fmt) for a in args]
+        proc = subprocess.Popen(
+            cli_cmd(*argv),
+            cwd=cwd,
+            env=cli_env(home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started[name] = (cwd, out_name, proc)
+    results = {}
+    for name, (cwd, out_name, proc) in started.items():
+        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+        results[name] = (cwd, out_name, proc.returncode, stdout, stderr)
+    return results
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input(bad_runs, case):
+    cwd, out_name, rc, stdout, stderr = bad_runs[case]
+    must_contain = BAD[case][2]
+    assert "Traceback" not in stderr, stderr
+    assert rc == 2, (rc, stderr)
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    assert stderr.rstrip().splitlines()[-1] == errors[0]  # the error is the last word
+    for text in must_contain:
+        assert text in errors[0], (text, errors[0])
+    assert stdout == ""
+    # Nothing written: the old output is byte-identical and no temp file or log is left.
+    assert (cwd / out_name).read_bytes() == OLD_BYTES
+    assert sorted(p.name for p in cwd.iterdir()) == [out_name]
+
+
+def test_usage_errors_from_argparse(inputs, home, tmp_path):
+    # argparse's own errors (unknown choice, malformed list) also exit 2 without a traceback.
+    for bad in (["--optimizer", "sgd"], ["--style-blend-weights", "1,x"]):
+        args = [str(inputs["content"]), str(inputs["style"]), "-o", "out.png", *bad]
+        r = run_cli(home, tmp_path, "stylize", *args, timeout=60)
+        assert r.returncode == 2, r.stderr
+        assert "Traceback" not in r.stderr
+        assert bad[0] in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Help needs no weights.
+
+
+@pytest.mark.parametrize(
+    "command, flags",
+    [
+        ("stylize", ["--size", "--iterations", "--style-weight", "--preserve-colors", "--batch"]),
+        ("demo", ["--output", "--size", "--iterations", "--weights"]),
+        ("weights", ["fetch", "list", "verify"]),
+    ],
+)
+def test_help(home, tmp_path, command, flags):
+    r = run_cli(home, tmp_path, command, "--help", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"usage: jaxstyle {command}")
+    for flag in flags:
+        assert flag in r.stdout, flag
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_console_script(home, tmp_path):
+    exe = shutil.which("jaxstyle")
+    if exe is None:
+        pytest.skip("the jaxstyle console script is not on PATH (pip install -e .)")
+    r = subprocess.run(
+        [exe, "demo", "--help"], cwd=tmp_path, env=cli_env(home), capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    assert "--iterations" in r.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Real runs.
+
+SUMMARY_KEYS = {
+    "content",
+    "style",
+    "tv",
+    "total",
+    "iterations",
+    "function_evaluations",
+    "optimisation_seconds",
+    "compile_seconds",
+    "network",
+}
+
+
+@pytest.mark.real_weights
+def test_stylize_writes_image_log_and_intermediates(real_weights, inputs, home, tmp_path):
+    r = run_cli(
+        home,
+        tmp_path,
+        "stylize",
+        str(inputs["content"]),
+        str(inputs["style"]),
+        "-o",
+        "out.png",
+        "--size",
+        "64",
+        "--iterations",
+        "5",
+        "--log",
+        "log.json",
+        "--save-every",
+        "2",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "wrote out.png" in r.stderr
+    assert png_size(tmp_path / "out.png") == (64, 48)  # long side 64, 4:3 kept
+    for it in (2, 4):  # every 2 of 5 iterations
+        assert png_size(tmp_path / f"out_{it:05d}.png") == (64, 48)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "log.json",
+        "out.png",
+        "out_00002.png",
+        "out_00004.png",
+    ]
+
+    log = json.loads((tmp_path / "log.json").read_text())
+    summary = log["summary"]
+    assert set(summary) >= SUMMARY_KEYS, SUMMARY_KEYS - set(summary)
+    for k in ("content", "style", "tv", "total", "optimisation_seconds", "compile_seconds"):
+        assert isinstance(summary[k], float) and np.isfinite(summary[k]), k
+    assert summary["iterations"] == 5
+    assert summary["function_evaluations"] >= 5
+    assert summary["network"]["arch"] == "vgg16"
+    assert len(log["iterations"]) == 5
+    assert log["inputs"] == {"content": [str(inputs["content"])], "style": [str(inputs["style"])]}
+    assert log["outputs"] == ["out.png"]
+    assert log["config"]["size"] == 64 and log["config"]["save_every"] == 2
+    # The image written is the best iterate (L-BFGS may rise in its first few iterations).
+    assert summary["total"] <= 1.05 * min(r["total"] for r in log["iterations"])
+
+
+@pytest.mark.real_weights
+def test_stylize_batch_writes_into_a_folder(real_weights, inputs, home, tmp_path):
+    r = run_cli(
+        home,
+        tmp_path,
+        "stylize",
+        str(inputs["content"]),
+        str(inputs["style"]),
+        "--batch",
+        str(inputs["content2"]),
+        "-o",
+        "outs",
+        "--size",
+        "64",
+        "--iterations",
+        "3",
+        "--log",
+        "log.json",
+        "-q",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    outs = tmp_path / "outs"
+    assert sorted(p.name for p in outs.iterdir()) == ["land.png", "land_flipped.png"]
+    for p in outs.iterdir():
+        assert png_size(p) == (64, 48)
+    log = json.loads((tmp_path / "log.json").read_text())
+    assert [p["iterations"] for p in log["summary"]["per_image"]] == [3, 3]
+    assert log["outputs"] == ["outs/land.png", "outs/land_flipped.png"]  # as the user gave -o
+
+
+@pytest.mark.real_weights
+def test_weights_list_and_verify(real_weights, home, tmp_path):
+    r = run_cli(home, tmp_path, "weights", "list", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("vgg16 ")
+    assert str(home / "weights" / "vgg16.safetensors") in r.stdout
+    r = run_cli(home, tmp_path, "weights", "verify", "vgg16", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("vgg16: ok, 13 convolutions")
+
+
+def test_weights_list_and_verify_without_weights(tmp_path):
+    home = tmp_path / "empty-home"
+    r = run_cli(home, tmp_path, "weights", "list", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("no weights cached")
+    r = run_cli(home, tmp_path, "weights", "verify", "vgg16", timeout=60)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert r.stderr.startswith("error:") and "vgg16" in r.stderr
+
+
+@pytest.mark.real_weights
+def test_demo_small(real_weights, home, tmp_path):
+    # The demo's defaults take ~2 minutes; this checks its plumbing at 64 px (~20 s).
+    r = run_cli(home, tmp_path, "demo", "-o", "x.png", "--size", "64", "--iterations", "3")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert max(png_size(tmp_path / "x.png")) == 64
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]
