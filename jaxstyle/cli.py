@@ -15,7 +15,7 @@ import typing
 from collections.abc import Sequence
 from pathlib import Path
 
-from jaxstyle.configs import GatysConfig
+from jaxstyle.configs import GatysConfig, TrainConfig
 
 EXIT_USAGE = 2
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
@@ -123,7 +123,10 @@ def run_stylize(
     for out in outputs:
         imlib.check_output_path(out)
     if cfg.init not in ("content", "noise", "style"):
-        imlib.load_image(cfg.init)  # fail before any work when the init image is bad
+        try:  # fail before any work when the init image is bad
+            imlib.load_image(cfg.init)
+        except imlib.ImageError as e:
+            raise UsageError(f"--init: {e}") from None
     if preloaded is None:
         content_imgs = [imlib.load_image(p) for p in contents]
         style_imgs = [imlib.load_image(p) for p in styles]
@@ -219,6 +222,74 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# train, export, apply.
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from jaxstyle import images as imlib
+    from jaxstyle import train
+    from jaxstyle.vgg import load_vgg
+
+    cfg = config_from_args(TrainConfig, args)
+    cfg.validate()
+    imlib.load_image(args.style)  # fail before any work when the style image is bad
+    enable_compile_cache()
+    vgg = load_vgg("vgg16", "max", args.weights, progress=not args.quiet)
+    last = train.train_and_evaluate(cfg, args.workdir, args.style, vgg, progress=not args.quiet)
+    if not args.quiet:
+        print(f"{args.workdir}: step {last['step']}", file=sys.stderr)
+    return 130 if last.get("interrupted") else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from jaxstyle import models, train
+
+    params, ncfg, saved = train.restore_params(args.workdir)
+    meta = {"style": saved.get("style", ""), "steps": saved["step"], "source": str(args.workdir)}
+    models.save_model(args.output, params, ncfg, meta)
+    print(f"wrote {args.output} (step {saved['step']})", file=sys.stderr)
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from jaxstyle import images as imlib
+    from jaxstyle import inference
+
+    inputs = _expand_images(args.inputs)
+    out = Path(args.output)
+    single = len(inputs) == 1 and not Path(args.inputs[0]).is_dir() and not out.is_dir()
+    if single:
+        outputs = [out]
+    else:
+        if out.suffix and not out.is_dir():
+            raise UsageError(f"{out}: with several inputs, -o must be a folder")
+        outputs = [out / f"{p.stem}.png" for p in inputs]
+        if len({o.name for o in outputs}) != len(outputs):
+            raise UsageError("several inputs share a file name; give them separately")
+    for o in outputs:
+        imlib.check_output_path(o)
+    images = [imlib.load_image(p) for p in inputs]
+    params, ncfg, _ = inference.load_any(args.model)
+    if args.size:
+        images = [imlib.resize_long_side(im, args.size) for im in images]
+    if not single:
+        out.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=len(images), unit="img", disable=args.quiet, desc="apply")
+
+    def done(i: int, image) -> None:
+        imlib.save_image(outputs[i], image)
+        bar.update(1)
+
+    inference.apply_images(
+        params, ncfg, images, batch_size=args.batch_size, bucket=args.bucket, on_done=done
+    )
+    bar.close()
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # weights.
 
 
@@ -291,6 +362,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser(
+        "train",
+        help="train a feed-forward network for one style (Johnson et al.)",
+        description="Train a transformation network on content images with VGG16 perceptual "
+        "losses. Rerunning the same command in the same --workdir resumes.",
+    )
+    p.add_argument("style", metavar="STYLE", help="the style image")
+    p.add_argument("--workdir", required=True, help="checkpoints, metrics, previews")
+    p.add_argument("--weights", help="VGG16 weights file")
+    p.add_argument("-q", "--quiet", action="store_true")
+    add_config_flags(p, TrainConfig)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="write a workdir's latest network as one .safetensors")
+    p.add_argument("workdir", metavar="WORKDIR")
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("apply", help="stylise images with a trained network")
+    p.add_argument("model", metavar="MODEL", help="a workdir or an exported .safetensors")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="images or folders")
+    p.add_argument("-o", "--output", required=True, help="output file, or folder")
+    p.add_argument("--size", type=int, default=0, help="resize inputs to this long side")
+    p.add_argument("--batch-size", type=int, default=8, help="(default: %(default)s)")
+    p.add_argument(
+        "--bucket",
+        type=int,
+        default=64,
+        help="pad sizes up to a multiple of this, one compile per bucket (default: %(default)s)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_apply)
+
     p = sub.add_parser("weights", help="fetch, list and verify VGG weights")
     wsub = p.add_subparsers(dest="action", required=True)
     f = wsub.add_parser("fetch", help="download and verify weights into the cache")
@@ -307,12 +411,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from jaxstyle.images import ImageError
+    from jaxstyle.input_pipeline import DataError
+    from jaxstyle.models import ModelError
+    from jaxstyle.train import TrainError
     from jaxstyle.weights import WeightsError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, ImageError, WeightsError, ValueError) as e:
+    except (
+        UsageError,
+        ImageError,
+        WeightsError,
+        ModelError,
+        TrainError,
+        DataError,
+        ValueError,
+    ) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

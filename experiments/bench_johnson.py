@@ -1,0 +1,143 @@
+"""python experiments/bench_johnson.py [--size 256] [--steps 5]   (about 5 minutes on 2 CPU cores)
+
+Johnson et al. feed-forward style transfer, jaxstyle against PyTorch 2.13 in one run on the same
+network (pytorch/examples layout, nearest upsampling, instance norm), the same VGG16 weights and
+the same perceptual losses:
+
+* one training step (batch 4: transformer forward, VGG16 on outputs and inputs, backward through
+  both, Adam update), median seconds over ``--steps`` steps, plus jaxstyle's compile time;
+* inference images per second at batch 1 and batch 8.
+
+Needs `pip install ".[torch]"`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--out", default=None, help="folder for the JSON of all numbers")
+    args = ap.parse_args()
+
+    import jax
+    import jax.numpy as jnp
+    import torch
+    from torch_ref import TorchVGG, gram, transformer_net_class
+
+    from jaxstyle import losses, train
+    from jaxstyle.configs import TrainConfig
+    from jaxstyle.transformer_net import FULL, TransformerNet, init_params
+    from jaxstyle.vgg import load_vgg
+
+    rng = np.random.default_rng(0)
+    cfg = TrainConfig(image_size=args.size, batch_size=args.batch)
+    vgg = load_vgg("vgg16")
+    style = jnp.asarray(rng.random((1, args.size, args.size, 3), np.float32))
+    grams = {k: losses.gram(v)[0] for k, v in vgg.features(style, cfg.style_layers).items()}
+    weights = {k: jnp.float32(getattr(cfg, f"{k}_weight")) for k in ("content", "style", "tv")}
+    batch_u8 = rng.integers(0, 256, (args.batch, args.size, args.size, 3), dtype=np.uint8)
+
+    # jaxstyle training step.
+    tx = train.make_optimizer(cfg)
+    params = init_params(FULL, jax.random.PRNGKey(0))
+    state = train.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+    batch = jnp.asarray(batch_u8)
+    t0 = time.perf_counter()
+    step = train.make_train_step(cfg, tx).lower(state, batch, vgg, grams, weights).compile()
+    compile_s = time.perf_counter() - t0
+    holder = [state]
+
+    def jax_step():
+        holder[0], terms = step(holder[0], batch, vgg, grams, weights)
+        jax.block_until_ready(terms)
+
+    j_step = median_time(jax_step, args.steps)
+
+    # PyTorch training step, same network and losses.
+    torch.manual_seed(0)
+    net = transformer_net_class()()
+    tvgg = TorchVGG(vgg)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    t_style = {
+        k: gram(v)
+        for k, v in tvgg.features(
+            torch.from_numpy(np.asarray(style).transpose(0, 3, 1, 2)), cfg.style_layers
+        ).items()
+    }
+    xb = torch.from_numpy(batch_u8.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+    layers = tuple(dict.fromkeys(cfg.content_layers + cfg.style_layers))
+
+    def torch_step():
+        opt.zero_grad()
+        y = torch.sigmoid(net(xb * 255.0))  # same [0,1] -> [0,1] convention as jaxstyle's
+        f = tvgg.features(torch.cat([y, xb]), layers)
+        n = xb.shape[0]
+        content = sum((f[k][:n] - f[k][n:]).pow(2).mean() for k in cfg.content_layers)
+        style_l = sum((gram(f[k][:n]) - t_style[k]).pow(2).mean() for k in cfg.style_layers)
+        loss = cfg.content_weight * content + cfg.style_weight * style_l
+        loss.backward()
+        opt.step()
+
+    t_step = median_time(torch_step, args.steps)
+
+    # Inference, batch 1 and 8.
+    apply = jax.jit(lambda p, x: TransformerNet(FULL).apply({"params": p}, x))
+    infer = {}
+    for b in (1, 8):
+        x = jnp.asarray(rng.random((b, args.size, args.size, 3), np.float32))
+        xt = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
+        tj = median_time(lambda x=x: apply(holder[0].params, x).block_until_ready(), 5)
+        with torch.no_grad():
+            tt = median_time(lambda xt=xt: net(xt * 255.0), 5)
+        infer[b] = {"jax_img_per_s": b / tj, "torch_img_per_s": b / tt}
+
+    numbers = {
+        "size": args.size,
+        "batch": args.batch,
+        "train_step_seconds": {"jax": j_step, "torch": t_step, "ratio": j_step / t_step},
+        "train_step_compile_seconds": compile_s,
+        "inference": infer,
+        "versions": {"jax": jax.__version__, "torch": torch.__version__},
+    }
+    print(f"Johnson at {args.size}px")
+    print(
+        f"  train step (batch {args.batch}): jaxstyle {j_step:.2f} s, pytorch {t_step:.2f} s, "
+        f"ratio {j_step / t_step:.3f}; jaxstyle compile {compile_s:.1f} s"
+    )
+    for b, r in infer.items():
+        print(
+            f"  inference batch {b}: jaxstyle {r['jax_img_per_s']:.2f} img/s, pytorch "
+            f"{r['torch_img_per_s']:.2f} img/s, ratio (time) "
+            f"{r['torch_img_per_s'] / r['jax_img_per_s']:.3f}"
+        )
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "bench_johnson.json").write_text(json.dumps(numbers, indent=1))
+
+
+if __name__ == "__main__":
+    main()
