@@ -125,8 +125,8 @@ class TrainConfig:
     steps: int = _f(10000, "total training steps")
     lr: float = _f(1e-3, "Adam learning rate")
     content_weight: float = _f(1.0, "weight of the content term")
-    # Chosen by the Gatys proxy sweep in README ("Johnson: how the style weight was chosen").
-    style_weight: float = _f(10.0, "weight of the style term")
+    # Chosen by experiments/johnson_style_proxy.py (README, "How the style weight was chosen").
+    style_weight: float = _f(100.0, "weight of the style term")
     tv_weight: float = _f(0.0, "weight of the total-variation term")
     content_layers: tuple[str, ...] = _f(("relu2_2",), "comma-separated content layers")
     style_layers: tuple[str, ...] = _f(JOHNSON_STYLE_LAYERS, "comma-separated style layers")
