@@ -24,16 +24,16 @@ from pathlib import Path
 IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--content", default=str(IMAGES / "content" / "tubingen.jpg"))
-    ap.add_argument("--style", default=str(IMAGES / "style" / "starry_night.jpg"))
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--iterations", type=int, default=100)
-    ap.add_argument("--out", default=None, help="folder for the JSON of all numbers")
-    args = ap.parse_args()
+def run(
+    content_path: str, style_path: str, size: int, iterations: int, net=None
+) -> tuple[dict, dict]:
+    """Runs both sides once; returns ``(numbers, extras)``.
 
+    ``numbers`` is what the JSON holds; ``extras`` holds the final images (``"jax"``,
+    ``"torch"``: HWC [0, 1]) and the loss curves against seconds (``"curves"``).
+    """
     import jax
+    import numpy as np
     import torch
 
     from jaxstyle import gatys
@@ -44,10 +44,10 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from torch_ref import TorchVGG, gatys_objective, to_torch
 
-    cfg = GatysConfig(size=args.size, iterations=args.iterations, progress_every=args.iterations)
-    content = imlib.resize_long_side(imlib.load_image(args.content), args.size)
-    style = imlib.resize_long_side(imlib.load_image(args.style), args.size)
-    net = load_vgg("vgg16")
+    cfg = GatysConfig(size=size, iterations=iterations, progress_every=iterations)
+    content = imlib.resize_long_side(imlib.load_image(content_path), size)
+    style = imlib.resize_long_side(imlib.load_image(style_path), size)
+    net = load_vgg("vgg16") if net is None else net
 
     # jaxstyle.
     res = gatys.stylize([content], [style], net, cfg, progress=False)
@@ -64,7 +64,7 @@ def main() -> None:
     opt = torch.optim.LBFGS(
         [x],
         lr=1.0,
-        max_iter=args.iterations,
+        max_iter=iterations,
         history_size=20,
         tolerance_grad=0.0,
         tolerance_change=0.0,
@@ -94,8 +94,8 @@ def main() -> None:
     t_at = min([v for v, t in zip(evals, t_evals, strict=True) if t <= t_eq] or evals[:1])
 
     numbers = {
-        "size": args.size,
-        "iterations": args.iterations,
+        "size": size,
+        "iterations": iterations,
         "jax": {
             "version": jax.__version__,
             "seconds": j_time,
@@ -118,6 +118,30 @@ def main() -> None:
         "equal_time_seconds": t_eq,
         "loss_at_equal_time": {"jax": j_at, "torch": t_at},
     }
+    extras = {
+        "jax": res.images[0],
+        "torch": x.detach().clamp(0, 1)[0].numpy().transpose(1, 2, 0).astype(np.float32),
+        "curves": {
+            # jaxstyle records no per-iteration times: its iterations are spread evenly.
+            "jax": {"seconds": [j_per_it * (i + 1) for i in range(len(j_iters))], "loss": j_iters},
+            "torch": {"seconds": t_evals, "loss": evals},
+        },
+    }
+    return numbers, extras
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--content", default=str(IMAGES / "content" / "tubingen.jpg"))
+    ap.add_argument("--style", default=str(IMAGES / "style" / "starry_night.jpg"))
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--iterations", type=int, default=100)
+    ap.add_argument("--out", default=None, help="folder for the JSON of all numbers")
+    args = ap.parse_args()
+
+    numbers, _ = run(args.content, args.style, args.size, args.iterations)
+    s, t_eq = numbers["jax"], numbers["equal_time_seconds"]
+    j_at, t_at = numbers["loss_at_equal_time"]["jax"], numbers["loss_at_equal_time"]["torch"]
     print(f"Gatys at {args.size}px, {args.iterations} L-BFGS iterations (VGG16, same losses)")
     for k in ("jax", "torch"):
         n = numbers[k]

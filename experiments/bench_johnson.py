@@ -35,18 +35,31 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--out", default=None, help="folder for the JSON of all numbers")
-    args = ap.parse_args()
+def cost_flops(compiled) -> float | None:
+    """XLA's FLOP count of a compiled program (``None`` where the backend gives none)."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # not every backend and version implements it
+        return None
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else {}
+    flops = (cost or {}).get("flops")
+    return float(flops) if flops is not None and flops > 0 else None
 
+
+def run(
+    size: int,
+    batch: int,
+    steps: int,
+    *,
+    infer_batches: tuple[int, ...] = (1, 8),
+    infer_repeats: int = 5,
+    vgg=None,
+    torch_side: bool = True,
+) -> dict:
+    """Times both sides; returns the numbers (plus XLA's FLOP counts of the jax programs)."""
     import jax
     import jax.numpy as jnp
-    import torch
-    from torch_ref import TorchVGG, gram, transformer_net_class
 
     from jaxstyle import losses, train
     from jaxstyle.configs import TrainConfig
@@ -54,28 +67,52 @@ def main() -> None:
     from jaxstyle.vgg import load_vgg
 
     rng = np.random.default_rng(0)
-    cfg = TrainConfig(image_size=args.size, batch_size=args.batch)
-    vgg = load_vgg("vgg16")
-    style = jnp.asarray(rng.random((1, args.size, args.size, 3), np.float32))
+    cfg = TrainConfig(image_size=size, batch_size=batch)
+    vgg = load_vgg("vgg16") if vgg is None else vgg.with_pooling("max")
+    style = jnp.asarray(rng.random((1, size, size, 3), np.float32))
     grams = {k: losses.gram(v)[0] for k, v in vgg.features(style, cfg.style_layers).items()}
     weights = {k: jnp.float32(getattr(cfg, f"{k}_weight")) for k in ("content", "style", "tv")}
-    batch_u8 = rng.integers(0, 256, (args.batch, args.size, args.size, 3), dtype=np.uint8)
+    batch_u8 = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
 
     # jaxstyle training step.
     tx = train.make_optimizer(cfg)
     params = init_params(FULL, jax.random.PRNGKey(0))
     state = train.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
-    batch = jnp.asarray(batch_u8)
+    jbatch = jnp.asarray(batch_u8)
     t0 = time.perf_counter()
-    step = train.make_train_step(cfg, tx).lower(state, batch, vgg, grams, weights).compile()
+    step = train.make_train_step(cfg, tx).lower(state, jbatch, vgg, grams, weights).compile()
     compile_s = time.perf_counter() - t0
     holder = [state]
 
     def jax_step():
-        holder[0], terms = step(holder[0], batch, vgg, grams, weights)
+        holder[0], terms = step(holder[0], jbatch, vgg, grams, weights)
         jax.block_until_ready(terms)
 
-    j_step = median_time(jax_step, args.steps)
+    j_step = median_time(jax_step, steps)
+
+    # Inference, jaxstyle side.
+    apply = jax.jit(lambda p, x: TransformerNet(FULL).apply({"params": p}, x))
+    xs = {b: jnp.asarray(rng.random((b, size, size, 3), np.float32)) for b in infer_batches}
+    infer = {}
+    for b, x in xs.items():
+        tj = median_time(lambda x=x: apply(holder[0].params, x).block_until_ready(), infer_repeats)
+        flops = cost_flops(apply.lower(holder[0].params, x).compile())
+        infer[b] = {"jax_seconds": tj, "jax_img_per_s": b / tj, "xla_flops": flops}
+
+    numbers = {
+        "size": size,
+        "batch": batch,
+        "train_step_seconds": {"jax": j_step},
+        "train_step_compile_seconds": compile_s,
+        "train_step_xla_flops": cost_flops(step),
+        "inference": infer,
+        "versions": {"jax": jax.__version__},
+    }
+    if not torch_side:
+        return numbers
+
+    import torch
+    from torch_ref import TorchVGG, gram, transformer_net_class
 
     # PyTorch training step, same network and losses.
     torch.manual_seed(0)
@@ -102,33 +139,34 @@ def main() -> None:
         loss.backward()
         opt.step()
 
-    t_step = median_time(torch_step, args.steps)
-
-    # Inference, batch 1 and 8.
-    apply = jax.jit(lambda p, x: TransformerNet(FULL).apply({"params": p}, x))
-    infer = {}
-    for b in (1, 8):
-        x = jnp.asarray(rng.random((b, args.size, args.size, 3), np.float32))
+    t_step = median_time(torch_step, steps)
+    numbers["train_step_seconds"].update(torch=t_step, ratio=j_step / t_step)
+    for b, x in xs.items():
         xt = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
-        tj = median_time(lambda x=x: apply(holder[0].params, x).block_until_ready(), 5)
         with torch.no_grad():
-            tt = median_time(lambda xt=xt: net(xt * 255.0), 5)
-        infer[b] = {"jax_img_per_s": b / tj, "torch_img_per_s": b / tt}
+            tt = median_time(lambda xt=xt: net(xt * 255.0), infer_repeats)
+        infer[b].update(torch_seconds=tt, torch_img_per_s=b / tt)
+    numbers["versions"]["torch"] = torch.__version__
+    return numbers
 
-    numbers = {
-        "size": args.size,
-        "batch": args.batch,
-        "train_step_seconds": {"jax": j_step, "torch": t_step, "ratio": j_step / t_step},
-        "train_step_compile_seconds": compile_s,
-        "inference": infer,
-        "versions": {"jax": jax.__version__, "torch": torch.__version__},
-    }
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--out", default=None, help="folder for the JSON of all numbers")
+    args = ap.parse_args()
+
+    numbers = run(args.size, args.batch, args.steps)
+    ts = numbers["train_step_seconds"]
     print(f"Johnson at {args.size}px")
     print(
-        f"  train step (batch {args.batch}): jaxstyle {j_step:.2f} s, pytorch {t_step:.2f} s, "
-        f"ratio {j_step / t_step:.3f}; jaxstyle compile {compile_s:.1f} s"
+        f"  train step (batch {args.batch}): jaxstyle {ts['jax']:.2f} s, pytorch "
+        f"{ts['torch']:.2f} s, ratio {ts['ratio']:.3f}; jaxstyle compile "
+        f"{numbers['train_step_compile_seconds']:.1f} s"
     )
-    for b, r in infer.items():
+    for b, r in numbers["inference"].items():
         print(
             f"  inference batch {b}: jaxstyle {r['jax_img_per_s']:.2f} img/s, pytorch "
             f"{r['torch_img_per_s']:.2f} img/s, ratio (time) "

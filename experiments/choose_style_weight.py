@@ -1,11 +1,16 @@
-"""python experiments/johnson_style_proxy.py [--size 256] [--iterations 100]   (~6 min, 2 cores)
+"""python experiments/choose_style_weight.py --objective gatys|johnson   (~6 min on 2 CPU cores)
 
-How the default style weight of `jaxstyle train` was chosen. Training a feed-forward network per
-candidate weight costs hours on a CPU; instead this optimises the image directly (Gatys) under
-exactly the training objective: VGG16, content at relu2_2, style at relu1_2, relu2_2, relu3_3,
-relu4_3, the same loss definitions, for several style weights. The network learns to
-approximate these optima, so the weight whose optimum is "clearly stylised yet recognisable" is
-the one to train with. Writes a labelled contact sheet and the final loss terms as JSON.
+How the default style weights were chosen: the image is optimised (Gatys, L-BFGS, from the
+content image) for several style weights and the results are put side by side.
+
+* ``--objective gatys``: the defaults of ``jaxstyle stylize`` (VGG16, content relu4_2, style
+  relu1_1..relu5_1), for its ``--style-weight``.
+* ``--objective johnson``: exactly the training objective of ``jaxstyle train`` (content relu2_2,
+  style relu1_2, relu2_2, relu3_3, relu4_3). Training a feed-forward network per candidate
+  weight costs hours on a CPU; the network learns to approximate these per-image optima, so the
+  weight whose optimum is "clearly stylised yet recognisable" is the one to train with.
+
+Writes a labelled contact sheet and the final loss terms as JSON.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--iterations", type=int, default=100)
     ap.add_argument("--weights", default="1,10,100,1000", help="style weights to compare")
-    ap.add_argument("--out", default="out/johnson_style_proxy")
+    ap.add_argument("--objective", choices=("gatys", "johnson"), default="gatys")
+    ap.add_argument("--out", default="out/choose_style_weight")
     args = ap.parse_args(argv)
 
     from jaxstyle import gatys
@@ -41,13 +47,11 @@ def main(argv: list[str] | None = None) -> None:
     content = imlib.load_image(args.content)
     style = imlib.load_image(args.style)
     net = load_vgg("vgg16")
-    base = GatysConfig(
-        size=args.size,
-        iterations=args.iterations,
-        content_layers=("relu2_2",),
-        style_layers=JOHNSON_STYLE_LAYERS,
-        progress_every=args.iterations,
-    )
+    base = GatysConfig(size=args.size, iterations=args.iterations, progress_every=args.iterations)
+    if args.objective == "johnson":
+        base = dataclasses.replace(
+            base, content_layers=("relu2_2",), style_layers=JOHNSON_STYLE_LAYERS
+        )
     tiles, rows = [], []
     for sw in [float(v) for v in args.weights.split(",")]:
         res = gatys.stylize([content], [style], net, dataclasses.replace(base, style_weight=sw))

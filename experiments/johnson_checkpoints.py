@@ -1,0 +1,324 @@
+"""python experiments/johnson_checkpoints.py [--out DIR] [--smoke]   (about 30 minutes, 2 CPU cores)
+
+--smoke (tiny network, 32 px, batch 2, checkpoints at 2 and 4 steps): about 45 s.
+The default runtime above is estimated (from FLOP counts and timed evaluations); the smoke
+runtime was measured.
+
+The report's Figure 15 and its over-stylisation remark (section 6.2): one Johnson et al.
+training run, its network applied at several step counts side by side, and style weight 2,000
+against 1,000 ("the style is being overemphasized" at 2,000).
+
+Each report weight trains its own network (``jaxstyle.train.train_and_evaluate``) on a folder of
+content images (default: ``../shared/images/content``, four photos; the report used 80,000 COCO
+images), in segments that stop at each ``--checkpoints`` step; after each segment the latest
+checkpoint is restored and applied to the first ``--test`` images at ``--test-size`` px.
+Defaults are sized for a CPU: the full network at 128 px crops, batch 4, checkpoints at
+100/200/300 steps (about 3 s per step on 2 cores, so about 15 minutes per weight). The report's
+values are one flag away: ``--image-size 256 --checkpoints 10000,11000,12000,13000`` (days on a
+CPU).
+
+Style weights are the report's mapped to ours by k measured with the Johnson layers (content
+relu2_2; style relu1_2, relu2_2, relu3_3, relu4_3), as in ``experiments/common.py``.
+
+Writes ``sheet.png`` (per weight and test image: content, style, output at each checkpoint),
+``checkpoints.csv`` (per weight, checkpoint and test image: content/style loss of the output,
+mean change since the previous checkpoint), ``training.csv`` (the training metrics per step),
+``results.json``, ``loss_curves.png`` and ``summary.md``. Training workdirs (orbax checkpoints,
+TensorBoard) are kept under ``<out>/work`` and started afresh on every run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+NAME = "johnson_checkpoints"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def step_seconds(training: list[dict], w_rep: float, prev: int, step: int) -> float:
+    """Mean seconds per training step in the segment ``(prev, step]``.
+
+    The segment's first record is left out: it includes the compilation of the train step.
+    """
+    secs = [
+        t["seconds"]
+        for t in training
+        if t["report_style_weight"] == w_rep and prev + 1 < t["step"] <= step
+    ]
+    return float(np.mean(secs)) if secs else float("nan")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = common.parser(__doc__, NAME)
+    ap.add_argument("--style", default="starry_night")
+    ap.add_argument("--data", default=None, help="folder of training images (default: content/)")
+    ap.add_argument("--test", type=int, default=2, help="test images: the first N of --data")
+    ap.add_argument("--test-size", type=int, default=256, help="long side of test outputs")
+    ap.add_argument("--transformer", default="full", choices=("full", "tiny"))
+    ap.add_argument("--image-size", type=int, default=128, help="training crop size")
+    ap.add_argument("--style-size", type=int, default=256, help="style image long side")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--checkpoints", type=common.csv_list(int), default=(100, 200, 300))
+    ap.add_argument("--report-weights", type=common.csv_list(float), default=(2000.0, 1000.0))
+    common.add_mapping_flags(ap)
+    args = ap.parse_args(argv)
+    common.smoke(
+        args,
+        ap,
+        transformer="tiny",
+        image_size=32,
+        style_size=64,
+        batch_size=2,
+        checkpoints=(2, 4),
+        test_size=32,
+    )
+    ckpts = sorted(set(args.checkpoints))
+    if not ckpts or ckpts[0] < 1:
+        ap.error("--checkpoints must be positive step counts")
+
+    from jaxstyle import inference, train
+    from jaxstyle.configs import TrainConfig
+
+    common.setup()
+    out = common.Outputs(args.out, NAME, args)
+    net = common.load_net(args)
+    if net.arch != "vgg16":
+        ap.error("Johnson training uses VGG16 (--net vgg16)")
+    data = Path(args.data) if args.data else Path(args.images) / "content"
+    files = sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        ap.error(f"no images in {data}")
+    sp = common.image_path(args.images, "style", args.style)
+    style = common.load(sp, args.style_size)
+    tests = [(p.stem, common.load(p, args.test_size)) for p in files[: args.test]]
+
+    base = TrainConfig(data=f"folder:{data}")
+    c_layers, s_layers = tuple(base.content_layers), tuple(base.style_layers)
+    mapping = common.scale_for(
+        args,
+        net,
+        [(f"{n}+{sp.stem}", img, common.load(sp, args.test_size)) for n, img in tests],
+        c_layers,
+        s_layers,
+    )
+    k = mapping["k"]
+
+    rows, training, outputs, timing = [], [], {}, []
+    for w_rep in args.report_weights:
+        w = common.map_weight(w_rep, k, args.weight_map)
+        cfg = TrainConfig(
+            data=f"folder:{data}",
+            net=args.transformer,
+            image_size=args.image_size,
+            style_size=args.style_size,
+            batch_size=args.batch_size,
+            steps=ckpts[-1],
+            lr=args.lr,
+            style_weight=w,
+            seed=args.seed,
+            checkpoint_every=ckpts[-1],
+            preview_every=ckpts[-1],
+            log_every=1,
+        )
+        workdir = out.path(f"work/sw{w_rep:g}")
+        shutil.rmtree(workdir, ignore_errors=True)
+        done = 0
+        for step in ckpts:
+            last = train.train_and_evaluate(
+                cfg, workdir, str(sp), net, progress=False, stop_after=step - done
+            )
+            done = step
+            timing.append(
+                {
+                    "report_style_weight": w_rep,
+                    "step": step,
+                    "compile_seconds": last.get("compile_seconds"),
+                }
+            )
+            params, ncfg, _ = train.restore_params(workdir)
+            ys = inference.apply_images(params, ncfg, [img for _, img in tests], bucket=4)
+            for (name, img), y in zip(tests, ys, strict=True):
+                prev = outputs.get((w_rep, name))
+                c, s = common.loss_terms(net, y, img, style, c_layers, s_layers, report=False)
+                rows.append(
+                    {
+                        "report_style_weight": w_rep,
+                        "style_weight": w,
+                        "step": step,
+                        "image": name,
+                        "content_loss": c,
+                        "style_loss": s,
+                        "total_loss": c + w * s,
+                        # None at the first checkpoint: nothing to compare with.
+                        "mean_abs_change": (
+                            float(np.mean(np.abs(y - prev[-1][1]))) if prev else None
+                        ),
+                    }
+                )
+                outputs.setdefault((w_rep, name), []).append((step, y))
+                out.image(f"outputs/sw{w_rep:g}_{name}_step{step}.png", y)
+        for line in (workdir / "metrics.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            training.append({"report_style_weight": w_rep, "style_weight": w, **r})
+
+    sheet = []
+    for w_rep in args.report_weights:
+        w = common.map_weight(w_rep, k, args.weight_map)
+        for name, img in tests:
+            row = [(img, f"content {name}"), (style, f"style {sp.stem}")]
+            for step, y in outputs[(w_rep, name)]:
+                r = next(
+                    r
+                    for r in rows
+                    if r["report_style_weight"] == w_rep
+                    and r["image"] == name
+                    and r["step"] == step
+                )
+                row.append(
+                    (
+                        y,
+                        f"sw {w_rep:g} (ours {w:g}), step {step}\n"
+                        f"content {common.fmt(r['content_loss'])}\n"
+                        f"style {common.fmt(r['style_loss'])}",
+                    )
+                )
+            sheet.append(row)
+    out.sheet(
+        "sheet.png",
+        sheet,
+        f"Johnson: {args.transformer} network, {args.image_size} px crops, batch "
+        f"{args.batch_size}, outputs at {args.test_size} px",
+    )
+    out.csv("checkpoints.csv", rows)
+    out.csv("training.csv", training)
+    out.plot(
+        "loss_curves.png",
+        [
+            {
+                "title": f"training {term} loss (batch mean)",
+                "xlabel": "step",
+                "series": [
+                    {
+                        "label": f"report sw {w_rep:g}",
+                        "x": [r["step"] for r in training if r["report_style_weight"] == w_rep],
+                        "y": [r[term] for r in training if r["report_style_weight"] == w_rep],
+                    }
+                    for w_rep in args.report_weights
+                ],
+            }
+            for term in ("total", "content", "style")
+        ],
+        f"Johnson training on {len(files)} images of {data.name}/, style {sp.stem}",
+    )
+
+    # Findings: change between checkpoints, and the heavier weight's effect at the last step.
+    per_step = []
+    for w_rep in args.report_weights:
+        for prev, step in zip([0, *ckpts], ckpts, strict=False):
+            rs = [r for r in rows if r["report_style_weight"] == w_rep and r["step"] == step]
+            per_step.append(
+                {
+                    "report_style_weight": w_rep,
+                    "step": step,
+                    "mean_content_loss": float(np.mean([r["content_loss"] for r in rs])),
+                    "mean_style_loss": float(np.mean([r["style_loss"] for r in rs])),
+                    "mean_abs_change": (
+                        None
+                        if step == ckpts[0]
+                        else float(np.mean([r["mean_abs_change"] for r in rs]))
+                    ),
+                    "seconds_per_step": step_seconds(training, w_rep, prev, step),
+                }
+            )
+    findings = []
+    if len(args.report_weights) >= 2:
+        hi, lo = max(args.report_weights), min(args.report_weights)
+        final = {
+            w: next(p for p in per_step if p["report_style_weight"] == w and p["step"] == ckpts[-1])
+            for w in (hi, lo)
+        }
+        more_style = final[hi]["mean_style_loss"] < final[lo]["mean_style_loss"]
+        less_content = final[hi]["mean_content_loss"] > final[lo]["mean_content_loss"]
+        findings.append(
+            f"* At step {ckpts[-1]}, report weight {hi:g} vs {lo:g}: mean style loss "
+            f"{common.fmt(final[hi]['mean_style_loss'])} vs "
+            f"{common.fmt(final[lo]['mean_style_loss'])}, mean content loss "
+            f"{common.fmt(final[hi]['mean_content_loss'])} vs "
+            f"{common.fmt(final[lo]['mean_content_loss'])}: the heavier weight "
+            + (
+                "matches the style more closely at the content's expense, as the report saw."
+                if more_style and less_content
+                else "does not trade content for style here (not the report's observation)."
+            )
+        )
+    if len(ckpts) >= 2:
+        for w_rep in args.report_weights:
+            ch = [
+                p["mean_abs_change"]
+                for p in per_step
+                if p["report_style_weight"] == w_rep and p["step"] != ckpts[0]
+            ]
+            findings.append(
+                f"* Report weight {w_rep:g}: mean absolute pixel change between consecutive "
+                f"checkpoints {', '.join(common.fmt(c) for c in ch)} (pixels in [0, 1]); the "
+                "report saw no significant difference after 10,000 steps."
+            )
+    out.json(
+        "results.json",
+        {
+            "settings": {
+                **{k: v for k, v in vars(args).items() if k not in ("out",)},
+                "data": str(data),
+                "training_images": [p.name for p in files],
+                "content_layers": c_layers,
+                "style_layers": s_layers,
+            },
+            "mapping": mapping,
+            "per_step": per_step,
+            "checkpoints": rows,
+            "compile": timing,
+            "training": training,
+            "env": common.run_env(),
+        },
+    )
+    out.summary(
+        "Johnson et al.: outputs across training, style weight 2,000 vs 1,000 (report Figure 15)",
+        [
+            f"{args.transformer} transformation network trained on the {len(files)} images of "
+            f"`{data}` ({args.image_size} px crops, batch {args.batch_size}, Adam lr "
+            f"{args.lr:g}), style {sp.stem} at {args.style_size} px, content {','.join(c_layers)}"
+            f", style {','.join(s_layers)}. Test outputs at {args.test_size} px for "
+            f"{', '.join(n for n, _ in tests)} (from the training folder: the report used "
+            "held-out photos).",
+            common.MAPPING_NOTE + f" Measured k = {common.fmt(k)}.",
+            "## Per checkpoint (means over the test images)\n\n"
+            + common.md_table(
+                per_step,
+                [
+                    "report_style_weight",
+                    "step",
+                    "mean_content_loss",
+                    "mean_style_loss",
+                    "mean_abs_change",
+                    "seconds_per_step",
+                ],
+            ),
+            "## Findings\n\n" + "\n".join(findings),
+        ],
+    )
+    print(f"wrote {out.dir}: " + ", ".join(sorted(set(out.written))))
+    return {"per_step": per_step}
+
+
+if __name__ == "__main__":
+    main()
