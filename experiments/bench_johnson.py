@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,15 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+import common  # noqa: E402
 
 
 def cost_flops(compiled) -> float | None:
@@ -88,14 +79,16 @@ def run(
         holder[0], terms = step(holder[0], jbatch, vgg, grams, weights)
         jax.block_until_ready(terms)
 
-    j_step = median_time(jax_step, steps)
+    j_step = common.median_time(jax_step, steps)
 
     # Inference, jaxstyle side.
     apply = jax.jit(lambda p, x: TransformerNet(FULL).apply({"params": p}, x))
     xs = {b: jnp.asarray(rng.random((b, size, size, 3), np.float32)) for b in infer_batches}
     infer = {}
     for b, x in xs.items():
-        tj = median_time(lambda x=x: apply(holder[0].params, x).block_until_ready(), infer_repeats)
+        tj = common.median_time(
+            lambda x=x: apply(holder[0].params, x).block_until_ready(), infer_repeats
+        )
         flops = cost_flops(apply.lower(holder[0].params, x).compile())
         infer[b] = {"jax_seconds": tj, "jax_img_per_s": b / tj, "xla_flops": flops}
 
@@ -139,12 +132,12 @@ def run(
         loss.backward()
         opt.step()
 
-    t_step = median_time(torch_step, steps)
+    t_step = common.median_time(torch_step, steps)
     numbers["train_step_seconds"].update(torch=t_step, ratio=j_step / t_step)
     for b, x in xs.items():
         xt = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
         with torch.no_grad():
-            tt = median_time(lambda xt=xt: net(xt * 255.0), infer_repeats)
+            tt = common.median_time(lambda xt=xt: net(xt * 255.0), infer_repeats)
         infer[b].update(torch_seconds=tt, torch_img_per_s=b / tt)
     numbers["versions"]["torch"] = torch.__version__
     return numbers

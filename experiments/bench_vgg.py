@@ -12,9 +12,7 @@ Needs the optional torch extra (`pip install 'jaxstyle[torch]'`).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -23,20 +21,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import common  # noqa: E402
+
 from jaxstyle.vgg import load_vgg
 
 LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1", "relu4_2")
-
-
-def time_it(fn, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def jax_step(net, size: int):
@@ -76,8 +65,8 @@ def main() -> None:
         f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} torch threads"
     )
-    tj = time_it(jax_step(net, args.size), args.repeats)
-    tt = time_it(torch_step(net, args.size), args.repeats)
+    tj = common.median_time(jax_step(net, args.size), args.repeats)
+    tt = common.median_time(torch_step(net, args.size), args.repeats)
     print(f"VGG16 fwd+bwd to input at {args.size}x{args.size}:")
     print(f"  jaxstyle {tj * 1000:8.1f} ms")
     print(f"  pytorch  {tt * 1000:8.1f} ms")

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,17 +54,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 NAME = "bench_vs_torch"
-
-
-def median_time(fn, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,13 +131,13 @@ def bench_matmul(n: int, repeats: int, with_torch: bool) -> dict:
     mm = jax.jit(jnp.dot)
     flops = 2.0 * n**3
     out = {"n": n, "flops": flops}
-    out["jax_seconds"] = median_time(lambda: mm(ja, jb).block_until_ready(), repeats)
+    out["jax_seconds"] = common.median_time(lambda: mm(ja, jb).block_until_ready(), repeats)
     out["jax_gflops"] = flops / out["jax_seconds"] / 1e9
     if with_torch:
         import torch
 
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        out["torch_seconds"] = median_time(lambda: torch.mm(ta, tb), repeats)
+        out["torch_seconds"] = common.median_time(lambda: torch.mm(ta, tb), repeats)
         out["torch_gflops"] = flops / out["torch_seconds"] / 1e9
     return out
 
@@ -185,7 +173,7 @@ def bench_gatys_eval(net, content, style, repeats: int, with_torch: bool) -> dic
     out = {
         "height": h,
         "width": wd,
-        "jax_seconds": median_time(
+        "jax_seconds": common.median_time(
             lambda: jax.block_until_ready(compiled(x, net, ct, sg, w)), repeats
         ),
         "xla_flops": cost_flops(compiled),
@@ -203,7 +191,7 @@ def bench_gatys_eval(net, content, style, repeats: int, with_torch: bool) -> dic
             total, _ = loss_fn(xt)
             total.backward()
 
-        out["torch_seconds"] = median_time(step, repeats)
+        out["torch_seconds"] = common.median_time(step, repeats)
         out["torch_threads"] = torch.get_num_threads()
     return out
 

@@ -43,6 +43,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -77,6 +78,17 @@ REPORT_ITERATIONS_NOTE = (
 
 # ---------------------------------------------------------------------------------------------
 # Flags.
+
+
+def median_time(fn, repeats: int) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def parser(doc: str, name: str) -> argparse.ArgumentParser:
