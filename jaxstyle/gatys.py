@@ -39,7 +39,7 @@ EXPLODE_PATIENCE = 3
 #: Restarts per image and scale before the optimisation of that image is abandoned (best kept).
 MAX_RESTARTS = 5
 #: Largest pixel change of the first L-BFGS step, in [0, 1] units.
-FIRST_STEP = 0.005
+FIRST_STEP = 0.05
 _HIST = ("total", "content", "style", "tv", "nfev")
 
 
@@ -105,7 +105,19 @@ class _Optimizer:
     def step(self, x, state, *args):
         """Returns ``(new x, state, evaluated x, its loss, its terms, function evaluations)``."""
         if self.cfg.optimizer == "lbfgs":
+            slot = state.iter_num % self.cfg.history_size  # where jaxopt stores this pair
+            old_gamma = state.gamma
             new_x, state = self.solver.update(x, state, *args)
+            # Without a line search nothing guarantees the curvature condition s.y > 0; jaxopt
+            # stores the pair anyway, and a negative rho (or gamma) turns the next direction
+            # uphill: the loss then climbs and stalls (seen on the demo images). Drop such a
+            # pair, as torch.optim.LBFGS does (it skips pairs with y.s <= 1e-10).
+            rho = state.rho_history[slot]
+            bad = ~(rho > 0) | (rho > 1e10)
+            state = state._replace(
+                rho_history=state.rho_history.at[slot].set(jnp.where(bad, 0.0, rho)),
+                gamma=jnp.where(bad, old_gamma, state.gamma),
+            )
             # Projected L-BFGS: keep the image in [0, 1]. Unconstrained L-BFGS pushes ~3% of
             # pixels out of range, and clipping them afterwards raised the loss by ~20% at
             # 128 px; projecting every step ended 14% lower at the same cost (jaxopt's LBFGSB
