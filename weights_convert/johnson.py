@@ -23,10 +23,8 @@ import numpy as np
 from jaxstyle.transformer_net import NetConfig
 from weights_convert.vgg import (
     OIHW_TO_HWIO,
-    READERS,
     ConvertError,
     ConvertReport,
-    _read_torch,
     read_tensors,
     sha256_file,
 )
@@ -186,18 +184,7 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             f"{path}: unsupported format {path.suffix!r} for a TransformerNet state dict "
             f"(supported: {', '.join(SUFFIXES)})"
         )
-    if suffix in READERS:
-        return read_tensors(path)
-    # ``.model`` is unknown to read_tensors, which picks readers by suffix; the same wrapping.
-    if not path.is_file():
-        raise ConvertError(f"{path}: no such file")
-    try:
-        return _read_torch(path)
-    except ConvertError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any decoder failure means a bad file
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConvertError(f"{path}: cannot read as a torch file ({reason[:200]})") from e
+    return read_tensors(path)
 
 
 def convert_johnson(path: str | Path) -> tuple[dict, NetConfig, ConvertReport]:

@@ -244,6 +244,7 @@ READERS: dict[str, Callable[[Path], dict[str, np.ndarray]]] = {
     ".pth": _read_torch,
     ".pt": _read_torch,
     ".bin": _read_torch,
+    ".model": _read_torch,  # what pytorch/examples fast_neural_style's training script saves
     ".safetensors": _read_safetensors,
     ".h5": _read_h5,
     ".hdf5": _read_h5,
