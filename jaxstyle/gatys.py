@@ -150,13 +150,18 @@ def _cached(key, make):
     return value
 
 
+def _chunk_len(cfg: GatysConfig) -> int:
+    """Most iterations between progress reports (and intermediate saves)."""
+    return cfg.progress_every if cfg.save_every <= 0 else min(cfg.progress_every, cfg.save_every)
+
+
 def _static_key(cfg: GatysConfig) -> tuple:
     """The settings a program depends on (loss weights are arguments, not part of it).
 
     ``objective`` is part of the key so that replacing it (as the divergence test does) builds
     new programs.
     """
-    buf = cfg.progress_every if cfg.save_every <= 0 else min(cfg.progress_every, cfg.save_every)
+    buf = _chunk_len(cfg)
     lr = cfg.lr if cfg.optimizer == "adam" else None
     return (
         objective,
@@ -198,7 +203,7 @@ def _build(cfg: GatysConfig):
         return objective(x, net, content_t, style_g, weights, content_layers, style_layers)
 
     opt = _Optimizer(cfg, fun)
-    buf = cfg.progress_every if cfg.save_every <= 0 else min(cfg.progress_every, cfg.save_every)
+    buf = _chunk_len(cfg)
 
     def init_one(x, net, content_t, style_g, weights):
         return opt.init(x, net, content_t, style_g, weights)
