@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from jaxstyle import weights as jw
 
@@ -210,8 +211,6 @@ def check_numbers(out: Path) -> None:
 
 
 def check_files(out: Path, name: str) -> None:
-    from PIL import Image
-
     for rel in [*EXPECTED[name], "summary.md"]:
         p = out / rel
         assert p.is_file() and p.stat().st_size > 0, f"{name}: {rel} missing"
@@ -359,8 +358,14 @@ def _bench_vs_torch(out: Path) -> None:
         assert float(r["ratio_jax_torch"]) == pytest.approx(j / t, 1e-6)
         assert float(r["jax_gflops"]) == pytest.approx(f / j / 1e9, 1e-6)
         assert float(r["jax_vs_matmul"]) == pytest.approx(f / j / 1e9 / mm["jax_gflops"], 1e-6)
-        # XLA's count and the analytic one agree to within a third.
-        assert 0.75 < f / float(r["analytic_flops"]) < 1.33, r
+        assert f == float(r["analytic_flops"]) and r["flops_source"] == "analytic"
+        # XLA counts the arithmetic it runs: the direct algorithm's for VGG, to within a third;
+        # for the Johnson network on CPU, Winograd's fewer and space-to-depth's more.
+        ratio = float(r["xla_flops"]) / f
+        if r["workload"].startswith("gatys"):
+            assert 0.75 < ratio < 1.33, r
+        else:
+            assert 0.3 < ratio < 1.5, r
     ttfr = read_csv(out / "time_to_first_result.csv")
     assert [r["run"] for r in ttfr] == ["cold cache", "warm cache", "cache disabled"]
     assert int(ttfr[0]["cache_files"]) > 0 and int(ttfr[2]["cache_files"]) == 0
@@ -378,6 +383,30 @@ CHECKS = {
 
 # ---------------------------------------------------------------------------------------------
 # Helpers of the scripts, without running them.
+
+
+@pytest.mark.real_weights
+def test_readme_figures_copies_outputs_but_not_inputs(smoke_runs, tmp_path):
+    done = {name: f.result() for name, f in smoke_runs.items()}
+    done = {name: out for name, (proc, out) in done.items() if proc.returncode == 0}
+    if not done:
+        pytest.skip("no smoke run was selected")
+    root = next(iter(done.values())).parent
+    proc = subprocess.run(
+        [sys.executable, str(EXPERIMENTS / "readme_figures.py"), "--results", str(root)]
+        + ["--to", str(tmp_path / "docs")],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name, out in done.items():
+        copied = tmp_path / "docs" / name
+        assert (copied / "summary.md").read_text() == (out / "summary.md").read_text()
+        assert not (copied / "sheet.png").exists()  # it shows the uncommitted input images
+        if list((out / "outputs").glob("*.png")):
+            with Image.open(copied / "outputs.png") as im:
+                assert im.format == "PNG" and im.width <= 760 and im.mode == "P"
 
 
 def test_stop_improving_and_trend():
