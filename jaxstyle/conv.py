@@ -19,11 +19,12 @@ Gradients that autodiff makes slow (through tile transforms and shifted sums) ar
 :func:`jax.custom_vjp` by the gradient of an equivalent form. :func:`conv2d` picks the form on
 CPU; on GPU/TPU it is always XLA's convolution.
 
-Measured on 2 CPU cores, 256 px, batch 4, forward / forward+backward in ms (PyTorch 2.13 in
-brackets): 9x9 3->32: XLA 364 / 328 (dW only), space-to-depth 84 / 290 with dx [41 / 105];
-9x9 32->3: XLA 955 / 1308, shifted sums with the space-to-depth gradient 136 / ~440 [124 / 393];
-3x3 128->128 at 64 px: XLA 72 / 202, Winograd 46 / ~176 [23 / 75]; upsample + 3x3 128->64: XLA
-164 / 443, four phases 67-136 / 220 [79 / 237]. The whole network: ``experiments/bench_johnson.py``.
+Measured with ``experiments/bench_conv.py`` (2 CPU cores, 256 px, batch 4; forward /
+forward+backward in ms, XLA's convolution -> this module [PyTorch 2.13]): 9x9 3->32: 409 / 412
+-> 110 / 241 [43 / 112]; 9x9 32->3: 980 / 1291 -> 153 / 460 [111 / 355]; 3x3 128->128 at 64
+px: 76 / 203 -> 44 / 166 [23 / 76]; upsample + 3x3 128->64: 185 / 464 -> 85 / 176 [70 / 220];
+upsample + 3x3 64->32: 311 / 811 -> 168 / 392 [156 / 523]. The whole network:
+``experiments/bench_johnson.py``.
 """
 
 from __future__ import annotations
