@@ -14,11 +14,15 @@ Needs the optional torch extra (``pip install ".[torch]"``).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
 
 from jaxstyle import conv
 
@@ -57,13 +61,7 @@ def jaxstyle_layer(k, stride, upsample):
 
 
 def median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+    return 1e3 * common.median_time(fn, repeats)
 
 
 def time_jax(f, x, w, need_dx, repeats):
