@@ -72,12 +72,15 @@ def _few_out_fwd(xp, kernel):
     return _few_out_forward(xp, kernel), (xp, kernel)
 
 
+def _tiles_of_4(xp: jax.Array, k: int) -> bool:
+    """Whether a k x k 'VALID' output of ``xp`` splits into 4x4 tiles (space-to-depth)."""
+    return (xp.shape[1] - k + 1) % 4 == 0 and (xp.shape[2] - k + 1) % 4 == 0
+
+
 def _few_out_bwd(res, g):
     xp, kernel = res
-    k = kernel.shape[0]
-    if (xp.shape[1] - k + 1) % 4 == 0 and (xp.shape[2] - k + 1) % 4 == 0:
-        return jax.vjp(conv_space_to_depth, xp, kernel)[1](g)
-    return jax.vjp(xla_conv, xp, kernel)[1](g)
+    form = conv_space_to_depth if _tiles_of_4(xp, kernel.shape[0]) else xla_conv
+    return jax.vjp(form, xp, kernel)[1](g)
 
 
 conv_few_out.defvjp(_few_out_fwd, _few_out_bwd)
@@ -169,7 +172,8 @@ def _phase_taps(kernel: jax.Array, axis: int, phase: int) -> jax.Array:
     return jnp.stack([a, b], axis=axis)
 
 
-def _im2col_conv(xp: jax.Array, kernel: jax.Array) -> jax.Array:
+def im2col_conv(xp: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Stride-1 'VALID' convolution as one matmul over the k*k shifted copies of the input."""
     k, _, cin, cout = kernel.shape
     n, hp, wp, _ = xp.shape
     h, w = hp - k + 1, wp - k + 1
@@ -187,7 +191,7 @@ def upsample_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     n, h, w, cin = x.shape
     # The 2x2 convolutions as one im2col matmul each for up to 64 input channels, XLA's
     # convolution above (measured at 256 px, batches 1-8).
-    conv = _im2col_conv if _on_cpu() and cin <= 64 else xla_conv
+    conv = im2col_conv if _on_cpu() and cin <= 64 else xla_conv
     xe = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
     rows = []
     for py in range(2):
@@ -212,13 +216,12 @@ def conv2d(xp: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
     Off CPU (GPU/TPU) it is always XLA's convolution, which their compilers tile well.
     """
     k, _, cin, cout = kernel.shape
-    n, hp, wp, _ = xp.shape
+    _, hp, wp, _ = xp.shape
     if _on_cpu() and stride == 1:
-        tiles = (hp - k + 1) % 4 == 0 and (wp - k + 1) % 4 == 0
-        if k > 3 and cin <= 4 and tiles:
+        if k > 3 and cin <= 4 and _tiles_of_4(xp, k):
             return conv_space_to_depth(xp, kernel)
         if k > 3 and cout <= 4:
             return conv_few_out(xp, kernel)
-        if k == 3 and cin >= 32 and xp.shape[1] % 2 == 0 and xp.shape[2] % 2 == 0:
+        if k == 3 and cin >= 32 and hp % 2 == 0 and wp % 2 == 0:
             return conv3x3_winograd(xp, kernel)
     return xla_conv(xp, kernel, stride)

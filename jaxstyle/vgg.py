@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxstyle import conv
+
 #: Convolutions per block for each architecture.
 ARCHS: dict[str, tuple[int, ...]] = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
 #: Output channels of every convolution in a block.
@@ -114,11 +116,10 @@ def conv3x3(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
     n, h, w, cin = x.shape
     if jax.default_backend() == "cpu" and (cin <= 4 or (h * w <= 32 * 32 and cin >= 256)):
         xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        taps = [xp[:, dy : dy + h, dx : dx + w, :] for dy in range(3) for dx in range(3)]
         if cin <= 4:
-            cols = jnp.concatenate(taps, axis=-1)
-            y = jnp.einsum("nhwk,ko->nhwo", cols, kernel.reshape(9 * cin, -1))
+            y = conv.im2col_conv(xp, kernel)
         else:
+            taps = [xp[:, dy : dy + h, dx : dx + w, :] for dy in range(3) for dx in range(3)]
             y = sum(
                 jnp.einsum("nhwc,co->nhwo", t, kernel[i // 3, i % 3]) for i, t in enumerate(taps)
             )
