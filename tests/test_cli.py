@@ -12,7 +12,6 @@ concurrently from one fixture; the runs that stylise need the real VGG16 weights
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import offline_env
 
 from jaxstyle import demo
 from jaxstyle import images as imlib
@@ -28,18 +28,6 @@ from jaxstyle import weights as jw
 REPO = Path(__file__).resolve().parents[1]
 OLD_BYTES = b"an earlier output that must survive a failed run"
 TIMEOUT = 300
-
-
-def cli_env(home: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["JAXSTYLE_HOME"] = str(home)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["PYTHONUNBUFFERED"] = "1"
-    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
-        env[var] = "http://127.0.0.1:9"  # discard port: any download attempt fails at once
-    env.pop("no_proxy", None)
-    env.pop("NO_PROXY", None)
-    return env
 
 
 def cli_cmd(*args: str) -> list[str]:
@@ -91,7 +79,7 @@ def run_cli(home: Path, cwd: Path, *args: str, timeout: float = TIMEOUT):
     return subprocess.run(
         cli_cmd(*args),
         cwd=cwd,
-        env=cli_env(home),
+        env=offline_env(home),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -177,7 +165,7 @@ def bad_runs(inputs, home, tmp_path_factory) -> dict[str, tuple]:
         proc = subprocess.Popen(
             cli_cmd(*argv),
             cwd=cwd,
-            env=cli_env(home),
+            env=offline_env(home),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -244,7 +232,7 @@ def test_console_script(home, tmp_path):
     if exe is None:
         pytest.skip("the jaxstyle console script is not on PATH (pip install -e .)")
     r = subprocess.run(
-        [exe, "demo", "--help"], cwd=tmp_path, env=cli_env(home), capture_output=True, text=True
+        [exe, "demo", "--help"], cwd=tmp_path, env=offline_env(home), capture_output=True, text=True
     )
     assert r.returncode == 0, r.stderr
     assert "--iterations" in r.stdout

@@ -19,7 +19,6 @@ import csv
 import importlib.util
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import offline_env
 from PIL import Image
 
 from jaxstyle import weights as jw
@@ -93,14 +93,7 @@ def home(tmp_path_factory) -> Path:
 
 
 def env_for(home: Path, name: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["JAXSTYLE_HOME"] = str(home)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["PYTHONUNBUFFERED"] = "1"
-    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
-        env[var] = "http://127.0.0.1:9"  # discard port: any download attempt fails at once
-    env.pop("no_proxy", None)
-    env.pop("NO_PROXY", None)
+    env = offline_env(home)
     if name in NEEDS_TORCH:
         # Several runs share two cores here: PyTorch's OpenMP threads spin-wait on busy cores
         # and slow down many times over. One thread each; speed is not what is tested.
