@@ -2,7 +2,7 @@
 
 The convolutions of Johnson et al.'s transformation network, one layer at a time, in three
 implementations measured side by side: XLA's convolution (``lax.conv_general_dilated``),
-jaxstyle's CPU form (``jaxstyle.conv``: Winograd, space-to-depth, shifted sums, per-phase
+jaxstyle's CPU form (``jaxstyle.nets.conv``: Winograd, space-to-depth, shifted sums, per-phase
 upsampling, whichever ``conv2d`` picks for the shape) and PyTorch 2.13's ``Conv2d``. Each layer
 includes its reflection padding (and the x2 nearest upsampling for the two upsampling layers);
 forward and forward+backward (the gradient to the input and the kernel; to the kernel only for
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
-from jaxstyle import conv
+from jaxstyle.nets import conv
 
 #: name, cin, cout, kernel, stride, input side as a fraction of --size, upsample, needs dx
 LAYERS = [
@@ -115,7 +115,7 @@ def main() -> None:
 
     torch.set_num_threads(2)
     print(f"{args.batch} images of {args.size} px; ms forward / forward+backward")
-    print(f"{'layer':22s} {'XLA conv':>16s} {'jaxstyle.conv':>16s} {'PyTorch':>16s}")
+    print(f"{'layer':22s} {'XLA conv':>16s} {'jaxstyle.nets.conv':>16s} {'PyTorch':>16s}")
     key = jax.random.PRNGKey(0)
     for name, cin, cout, k, stride, div, upsample, need_dx in LAYERS:
         side = args.size // div

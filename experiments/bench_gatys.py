@@ -39,7 +39,7 @@ def run(
     from jaxstyle import gatys
     from jaxstyle import images as imlib
     from jaxstyle.configs import GatysConfig
-    from jaxstyle.vgg import load_vgg
+    from jaxstyle.nets.vgg import load_vgg
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from torch_ref import TorchVGG, gatys_objective, to_torch

@@ -54,8 +54,8 @@ def run(
 
     from jaxstyle import losses, train
     from jaxstyle.configs import TrainConfig
-    from jaxstyle.transformer_net import FULL, TransformerNet, init_params
-    from jaxstyle.vgg import load_vgg
+    from jaxstyle.nets.transformer_net import FULL, TransformerNet, init_params
+    from jaxstyle.nets.vgg import load_vgg
 
     rng = np.random.default_rng(0)
     cfg = TrainConfig(image_size=size, batch_size=batch)

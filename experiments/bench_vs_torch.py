@@ -70,7 +70,7 @@ def vgg_forward_flops(arch: str, h: int, w: int, layers) -> dict[str, float]:
 
     Returns ``{"conv": flops, "shapes": {layer: (h, w, c)}}`` for one image.
     """
-    from jaxstyle.vgg import layer_names, param_shapes
+    from jaxstyle.nets.vgg import layer_names, param_shapes
 
     order = layer_names(arch)
     last = max(order.index(n) for n in layers)
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from jaxstyle import weights as jw
     from jaxstyle.configs import TrainConfig
-    from jaxstyle.transformer_net import FULL
+    from jaxstyle.nets.transformer_net import FULL
 
     # No persistent compilation cache here: compile times are part of what is reported.
     out = common.Outputs(args.out, NAME, args)

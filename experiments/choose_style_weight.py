@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     from jaxstyle import gatys
     from jaxstyle import images as imlib
     from jaxstyle.configs import JOHNSON_STYLE_LAYERS, GatysConfig
-    from jaxstyle.vgg import load_vgg
+    from jaxstyle.nets.vgg import load_vgg
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -150,7 +150,7 @@ def setup() -> None:
 
 def load_net(args: argparse.Namespace, pooling: str = "max"):
     """The VGG network of ``--net``/``--weights`` (the cached real weights by default)."""
-    from jaxstyle.vgg import load_vgg
+    from jaxstyle.nets.vgg import load_vgg
 
     return load_vgg(args.net, pooling=pooling, weights=args.weights, progress=False)
 
@@ -188,7 +188,7 @@ def report_input(net, images):
     """
     import jax.numpy as jnp
 
-    from jaxstyle.vgg import TORCHVISION_STD
+    from jaxstyle.nets.vgg import TORCHVISION_STD
 
     if net.convention == "torchvision":
         return images
@@ -200,7 +200,7 @@ def loss_terms(net, x, content, style, content_layers, style_layers, *, report: 
     import jax.numpy as jnp
 
     from jaxstyle import losses
-    from jaxstyle.vgg import VGG
+    from jaxstyle.nets.vgg import VGG
 
     def feats(img, layers):
         img = jnp.asarray(img)[None]

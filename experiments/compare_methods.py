@@ -236,8 +236,9 @@ def main(argv: list[str] | None = None) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from jaxstyle import gatys, inference, train, transformer_net
+    from jaxstyle import gatys, inference, train
     from jaxstyle.configs import GatysConfig, TrainConfig
+    from jaxstyle.nets import transformer_net
 
     common.setup()
     out = common.Outputs(args.out, NAME, args)

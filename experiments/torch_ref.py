@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from jaxstyle.vgg import CAFFE_MEAN_BGR, TORCHVISION_MEAN, TORCHVISION_STD, layer_names
+from jaxstyle.nets.vgg import CAFFE_MEAN_BGR, TORCHVISION_MEAN, TORCHVISION_STD, layer_names
 
 
 class TorchVGG(torch.nn.Module):

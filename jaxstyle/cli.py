@@ -117,7 +117,7 @@ def run_stylize(
     """Loads everything, validates, stylises, writes outputs (and the log) atomically."""
     from jaxstyle import gatys
     from jaxstyle import images as imlib
-    from jaxstyle.vgg import load_vgg
+    from jaxstyle.nets.vgg import load_vgg
 
     cfg.validate()
     for out in outputs:
@@ -228,7 +228,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from jaxstyle import images as imlib
     from jaxstyle import train
-    from jaxstyle.vgg import load_vgg
+    from jaxstyle.nets.vgg import load_vgg
 
     cfg = config_from_args(TrainConfig, args)
     cfg.validate()

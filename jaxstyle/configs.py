@@ -67,7 +67,7 @@ class GatysConfig:
 
     def validate(self) -> None:
         """Raises ValueError with a user-facing message for impossible settings."""
-        from jaxstyle.vgg import parse_layers
+        from jaxstyle.nets.vgg import parse_layers
 
         if self.size < 32 or any(s < 32 for s in self.resolved_scales()):
             raise ValueError("sizes must be at least 32 pixels")
@@ -141,7 +141,7 @@ class TrainConfig:
     )
 
     def validate(self) -> None:
-        from jaxstyle.vgg import parse_layers
+        from jaxstyle.nets.vgg import parse_layers
 
         if not (self.data.startswith("tfds:") or self.data.startswith("folder:")):
             raise ValueError(f"--data must be tfds:NAME or folder:PATH, got {self.data!r}")

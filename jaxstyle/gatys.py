@@ -29,7 +29,7 @@ import numpy as np
 from jaxstyle import images as imlib
 from jaxstyle import losses
 from jaxstyle.configs import GatysConfig
-from jaxstyle.vgg import VGGNet
+from jaxstyle.nets.vgg import VGGNet
 
 #: A loss above this multiple of the best loss so far for EXPLODE_PATIENCE iterations in a row
 #: counts as divergence (a non-finite loss at once). L-BFGS without a line search has brief spikes

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstyle.transformer_net import NetConfig, TransformerNet
+from jaxstyle.nets.transformer_net import NetConfig, TransformerNet
 
 
 def load_any(model: str | Path) -> tuple[Any, NetConfig, dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 Keys are the flattened Flax parameter paths joined with dots (``res1.conv1.conv2d.kernel``),
 float32. Metadata: ``format`` (``jaxstyle-johnson/1``), the architecture
-(:meth:`jaxstyle.transformer_net.NetConfig.to_meta`), and free-form provenance (style image,
+(:meth:`jaxstyle.nets.transformer_net.NetConfig.to_meta`), and free-form provenance (style image,
 training steps, source file).
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 from flax import traverse_util
 
 from jaxstyle.fileio import atomic_path
-from jaxstyle.transformer_net import NetConfig, init_params
+from jaxstyle.nets.transformer_net import NetConfig, init_params
 
 FORMAT = "jaxstyle-johnson/1"
 

@@ -38,8 +38,8 @@ from jax.sharding import PartitionSpec as P
 
 from jaxstyle import losses
 from jaxstyle.configs import TrainConfig
-from jaxstyle.transformer_net import PRESETS, NetConfig, TransformerNet, init_params
-from jaxstyle.vgg import VGGNet
+from jaxstyle.nets.transformer_net import PRESETS, NetConfig, TransformerNet, init_params
+from jaxstyle.nets.vgg import VGGNet
 
 #: Config fields that may change between a run and its resumption.
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "preview_every", "log_every", "data_dir")

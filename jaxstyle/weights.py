@@ -5,7 +5,7 @@ of one VGG, keyed ``conv{b}_{i}.kernel`` / ``conv{b}_{i}.bias``, with string met
 
 * ``format``: ``jaxstyle-vgg/1``
 * ``arch``: ``vgg16`` or ``vgg19``
-* ``convention``: ``caffe`` or ``torchvision`` (see :func:`jaxstyle.vgg.preprocess`)
+* ``convention``: ``caffe`` or ``torchvision`` (see :func:`jaxstyle.nets.vgg.preprocess`)
 * ``source``: where the weights came from; ``source_sha256``: the hash of that source.
 
 The cache lives under ``$JAXSTYLE_HOME/weights`` (default ``~/.cache/jaxstyle``). Sources are
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from jaxstyle.fileio import atomic_path
-from jaxstyle.vgg import ARCHS, CONVENTIONS, param_shapes
+from jaxstyle.nets.vgg import ARCHS, CONVENTIONS, param_shapes
 
 FORMAT = "jaxstyle-vgg/1"
 HTTP_TIMEOUT_S = 30

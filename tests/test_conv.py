@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxstyle import conv
+from jaxstyle.nets import conv
 
 
 def _check(fn, ref, x, k, tol=1e-5):

@@ -20,7 +20,7 @@ from jaxstyle import gatys
 from jaxstyle import images as imlib
 from jaxstyle import weights as jw
 from jaxstyle.configs import GatysConfig
-from jaxstyle.vgg import VGGNet
+from jaxstyle.nets.vgg import VGGNet
 
 IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 SIZE = 64
@@ -47,7 +47,7 @@ def net():
     path = jw.cache_path("vgg16")
     if not path.is_file():
         pytest.skip(f"real weights absent: {path} (fetched by .ci/run)")
-    from jaxstyle.vgg import load_vgg
+    from jaxstyle.nets.vgg import load_vgg
 
     return load_vgg("vgg16", progress=False)
 

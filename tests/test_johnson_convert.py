@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from jaxstyle.models import load_model
-from jaxstyle.transformer_net import NetConfig, TransformerNet
+from jaxstyle.nets.transformer_net import NetConfig, TransformerNet
 from weights_convert import ConvertError
 from weights_convert.johnson import convert_johnson
 

@@ -22,9 +22,9 @@ from PIL import Image
 
 from jaxstyle import train
 from jaxstyle.configs import TrainConfig
-from jaxstyle.transformer_net import FULL, TINY, TransformerNet, init_params, param_count
-from jaxstyle.vgg import VGGNet
-from jaxstyle.vgg import init_params as vgg_init
+from jaxstyle.nets.transformer_net import FULL, TINY, TransformerNet, init_params, param_count
+from jaxstyle.nets.vgg import VGGNet
+from jaxstyle.nets.vgg import init_params as vgg_init
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "images"
@@ -109,7 +109,7 @@ def test_tiny_and_transpose_variants():
 
 
 def test_stylize_pads_sizes_not_divisible_by_4():
-    from jaxstyle.transformer_net import stylize
+    from jaxstyle.nets.transformer_net import stylize
 
     p = init_params(TINY, jax.random.PRNGKey(0))
     assert stylize(p, jnp.full((1, 37, 50, 3), 0.5), TINY).shape == (1, 37, 50, 3)
@@ -197,7 +197,7 @@ MULTI_DEVICE_SCRIPT = """
 import json, sys, jax
 from jaxstyle import train
 from jaxstyle.configs import TrainConfig
-from jaxstyle.vgg import VGGNet, init_params
+from jaxstyle.nets.vgg import VGGNet, init_params
 vgg = VGGNet(params=init_params("vgg16", jax.random.PRNGKey(1)), arch="vgg16")
 cfg = TrainConfig(data="folder:" + sys.argv[1], net="tiny", image_size=32, style_size=64,
                   batch_size=4, steps=3, checkpoint_every=3, preview_every=3, log_every=1, lr=1e-2)

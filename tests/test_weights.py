@@ -1,4 +1,4 @@
-"""Tests for jaxstyle.weights (the format, the cache, fetching) and jaxstyle.vgg.
+"""Tests for jaxstyle.weights (the format, the cache, fetching) and jaxstyle.nets.vgg.
 
 Fetching runs for real against a local HTTP server on 127.0.0.1 serving a torchvision-layout
 safetensors file made from the architecture's own initialiser; nothing is downloaded.
@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxstyle import vgg
 from jaxstyle import weights as jw
+from jaxstyle.nets import vgg
 from jaxstyle.weights import SafetensorsURL, WeightsError
 
 IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
@@ -348,7 +348,7 @@ def test_fetch_falls_back_to_next_source(first, server, tv_file, params16, home)
 
 
 # ---------------------------------------------------------------------------------------------
-# jaxstyle.vgg
+# jaxstyle.nets.vgg
 
 
 def test_features_jit_does_not_retrace(params16):

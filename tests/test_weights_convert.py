@@ -17,8 +17,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxstyle import vgg
 from jaxstyle import weights as jw
+from jaxstyle.nets import vgg
 from weights_convert import ConvertError, read_vgg_file
 
 REPO = Path(__file__).resolve().parents[1]

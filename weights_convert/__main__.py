@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from jaxstyle.vgg import ARCHS
+from jaxstyle.nets.vgg import ARCHS
 from weights_convert.vgg import LAYOUTS
 
 #: First word selecting the Johnson transformer-network converter.

@@ -2,7 +2,7 @@
 
     python -m weights_convert johnson SRC.pth -o model.safetensors
 
-The PyTorch module names are ours (:mod:`jaxstyle.transformer_net` mirrors them), so the name
+The PyTorch module names are ours (:mod:`jaxstyle.nets.transformer_net` mirrors them), so the name
 table is one rule per leaf: a convolution's ``weight`` is our ``kernel`` (OIHW -> HWIO), an
 instance norm's ``weight`` is our ``scale``, ``bias`` is ``bias``. The architecture (channel
 widths, number of residual blocks) is read from the tensors' shapes, then every tensor is checked
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxstyle.transformer_net import NetConfig
+from jaxstyle.nets.transformer_net import NetConfig
 from weights_convert.vgg import (
     OIHW_TO_HWIO,
     ConvertError,
@@ -53,7 +53,7 @@ def _source_shapes(config: NetConfig) -> dict[str, tuple[int, ...]]:
     import jax
     from flax import traverse_util
 
-    from jaxstyle.transformer_net import init_params
+    from jaxstyle.nets.transformer_net import init_params
 
     flat = traverse_util.flatten_dict(
         jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0))), sep="."
@@ -123,7 +123,8 @@ def convert_johnson_tensors(
 
     Returns:
         ``(params, config, report)``: nested float32 params for
-        :class:`jaxstyle.transformer_net.TransformerNet`, the architecture read from the shapes,
+        :class:`jaxstyle.nets.transformer_net.TransformerNet`, the architecture read from the
+        shapes,
         and the keys used and dropped (stale instance-norm running statistics).
 
     Raises:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxstyle.vgg import ARCHS, conv_names, param_shapes
+from jaxstyle.nets.vgg import ARCHS, conv_names, param_shapes
 
 
 class ConvertError(Exception):
@@ -32,7 +32,7 @@ class Layout:
     name: str
     names: Callable[[str], dict[str, tuple[str, str]]]  # arch -> {conv: (kernel_key, bias_key)}
     kernel_to_hwio: tuple[int, ...] | None  # transpose axes, None when already HWIO
-    convention: str  # input convention of the trained weights (see jaxstyle.vgg.preprocess)
+    convention: str  # input convention of the trained weights (see jaxstyle.nets.vgg.preprocess)
 
 
 def _torchvision_names(arch: str) -> dict[str, tuple[str, str]]:

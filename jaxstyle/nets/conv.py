@@ -16,8 +16,9 @@ float rounding) in a form that spends its time in XLA's matmul kernel:
   summed kernel taps: 16 instead of 36 multiply-adds per low-resolution pixel and channel pair.
 
 Gradients that autodiff makes slow (through tile transforms and shifted sums) are replaced with
-:func:`jax.custom_vjp` by the gradient of an equivalent form. :func:`conv2d` picks the form on
-CPU; on GPU/TPU it is always XLA's convolution.
+:func:`jax.custom_vjp` by the gradient of an equivalent form. :func:`conv2d` (Johnson's network) and
+:func:`conv3x3_same` (VGG) pick the form on CPU, asking :mod:`jaxstyle.backend`; on GPU/TPU they
+are XLA's convolution.
 
 Measured with ``experiments/bench_conv.py`` (2 CPU cores, 256 px, batch 4; forward /
 forward+backward in ms, XLA's convolution -> this module [PyTorch 2.13]): 9x9 3->32: 409 / 412
@@ -29,10 +30,10 @@ upsample + 3x3 64->32: 311 / 811 -> 168 / 392 [156 / 523]. The whole network:
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
+
+from jaxstyle import backend
 
 DIMS = ("NHWC", "HWIO", "NHWC")
 
@@ -191,7 +192,7 @@ def upsample_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     n, h, w, cin = x.shape
     # The 2x2 convolutions as one im2col matmul each for up to 64 input channels, XLA's
     # convolution above (measured at 256 px, batches 1-8).
-    conv = im2col_conv if _on_cpu() and cin <= 64 else xla_conv
+    conv = im2col_conv if backend.on_cpu() and cin <= 64 else xla_conv
     xe = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
     rows = []
     for py in range(2):
@@ -205,11 +206,6 @@ def upsample_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return y.reshape(n, 2 * h, 2 * w, -1)
 
 
-@functools.cache
-def _on_cpu() -> bool:
-    return jax.default_backend() == "cpu"
-
-
 def conv2d(xp: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
     """'VALID' convolution of a padded NHWC input, in the form measured fastest for its shape.
 
@@ -217,7 +213,7 @@ def conv2d(xp: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
     """
     k, _, cin, cout = kernel.shape
     _, hp, wp, _ = xp.shape
-    if _on_cpu() and stride == 1:
+    if backend.on_cpu() and stride == 1:
         if k > 3 and cin <= 4 and _tiles_of_4(xp, k):
             return conv_space_to_depth(xp, kernel)
         if k > 3 and cout <= 4:
@@ -225,3 +221,24 @@ def conv2d(xp: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
         if k == 3 and cin >= 32 and hp % 2 == 0 and wp % 2 == 0:
             return conv3x3_winograd(xp, kernel)
     return xla_conv(xp, kernel, stride)
+
+
+def conv3x3_same(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """VGG's 3x3 'same' convolution (zero padding 1, stride 1), in the form fastest for its shape.
+
+    All forms compute the same function; which one is fastest was measured for forward+backward
+    on 2 CPU cores (experiments/bench_vgg.py): XLA's convolution for large feature maps, one
+    matmul over im2col patches when there are few input channels (conv1_1), and a sum of nine
+    shifted matmuls for small maps with many channels (blocks 4-5 at 256 px), where XLA's
+    convolution underuses the matmul kernel. Off CPU it is always XLA's convolution.
+    """
+    _, h, w, cin = x.shape
+    if backend.on_cpu() and (cin <= 4 or (h * w <= 32 * 32 and cin >= 256)):
+        xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        if cin <= 4:
+            return im2col_conv(xp, kernel)
+        taps = [xp[:, dy : dy + h, dx : dx + w, :] for dy in range(3) for dx in range(3)]
+        return sum(
+            jnp.einsum("nhwc,co->nhwo", t, kernel[i // 3, i % 3]) for i, t in enumerate(taps)
+        )
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=DIMS)

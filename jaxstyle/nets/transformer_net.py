@@ -13,7 +13,7 @@ Departures from the paper, each for a documented reason:
 * Reflection padding instead of the paper's 40-pixel border padding plus valid convolutions
   (as in pytorch/examples ``fast_neural_style``): the same receptive field with no cropping.
 
-On CPU the convolutions run in the forms of :mod:`jaxstyle.conv` (Winograd, space-to-depth,
+On CPU the convolutions run in the forms of :mod:`jaxstyle.nets.conv` (Winograd, space-to-depth,
 per-phase upsampling), which compute the same functions several times faster than XLA:CPU's
 convolution on these shapes.
 
@@ -32,7 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxstyle import conv
+from jaxstyle.nets import conv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,8 +89,8 @@ def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
 class Conv(nn.Module):
     """A 'VALID' convolution with ``nn.Conv``'s parameters (names, shapes, initialisers).
 
-    It runs :func:`jaxstyle.conv.conv2d` (the fastest formulation measured for the shape on
-    CPU), or :func:`jaxstyle.conv.upsample_conv3x3` with ``upsample=True``: nearest x2
+    It runs :func:`jaxstyle.nets.conv.conv2d` (the fastest formulation measured for the shape on
+    CPU), or :func:`jaxstyle.nets.conv.upsample_conv3x3` with ``upsample=True``: nearest x2
     upsampling, reflection padding of 1 and a 3x3 convolution, in one.
     """
 

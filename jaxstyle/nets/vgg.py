@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxstyle import conv
+from jaxstyle.nets import conv
 
 #: Convolutions per block for each architecture.
 ARCHS: dict[str, tuple[int, ...]] = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
@@ -104,32 +104,6 @@ def pool2x2(x: jax.Array, kind: str) -> jax.Array:
     return x.max(axis=(2, 4)) if kind == "max" else x.mean(axis=(2, 4))
 
 
-def conv3x3(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
-    """3x3 'same' convolution, choosing the fastest formulation for the shape on XLA:CPU.
-
-    All three compute the same function; which one is fastest was measured for forward+backward
-    on 2 CPU cores (experiments/bench_vgg.py): XLA's convolution for large feature maps, one
-    matmul over im2col patches when there are few input channels (conv1_1), and a sum of nine
-    shifted matmuls for small maps with many channels (blocks 4-5 at 256 px), where XLA's
-    convolution underuses the matmul kernel.
-    """
-    n, h, w, cin = x.shape
-    if jax.default_backend() == "cpu" and (cin <= 4 or (h * w <= 32 * 32 and cin >= 256)):
-        xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        if cin <= 4:
-            y = conv.im2col_conv(xp, kernel)
-        else:
-            taps = [xp[:, dy : dy + h, dx : dx + w, :] for dy in range(3) for dx in range(3)]
-            y = sum(
-                jnp.einsum("nhwc,co->nhwo", t, kernel[i // 3, i % 3]) for i, t in enumerate(taps)
-            )
-    else:
-        y = jax.lax.conv_general_dilated(
-            x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )
-    return y + bias
-
-
 class Conv3x3(nn.Module):
     """A 3x3 convolution with flax's default initialisers and parameter names."""
 
@@ -141,7 +115,7 @@ class Conv3x3(nn.Module):
             "kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features)
         )
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        return conv3x3(x, kernel, bias)
+        return conv.conv3x3_same(x, kernel) + bias
 
 
 class VGG(nn.Module):
