@@ -7,15 +7,13 @@ exit with status 2; nothing is overwritten or half-written.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
-import typing
 from collections.abc import Sequence
 from pathlib import Path
 
-from jaxstyle.configs import GatysConfig, TrainConfig
+from jaxstyle.configs import GatysConfig, TrainConfig, add_config_flags, config_from_args
 
 EXIT_USAGE = 2
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
@@ -36,50 +34,6 @@ def enable_compile_cache() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     except (AttributeError, ValueError):  # an older/newer JAX without these options
         pass
-
-
-# ---------------------------------------------------------------------------------------------
-# Flags derived from the config dataclasses.
-
-
-def _list_of(kind: type, name: str):
-    def parse(text: str):
-        try:
-            return tuple(kind(v.strip()) for v in text.split(",") if v.strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{name}: expected comma-separated {kind.__name__} values, got {text!r}"
-            ) from None
-
-    return parse
-
-
-def add_config_flags(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
-    """One ``--flag`` per dataclass field, with its default, type, choices and help."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        hint = hints[f.name]
-        kw: dict = {"default": f.default, "help": f.metadata.get("help", "")}
-        if typing.get_origin(hint) is tuple:
-            kw["type"] = _list_of(typing.get_args(hint)[0], flag)
-            shown = ",".join(map(str, f.default)) if f.default else "-"
-            kw["help"] += f" (default: {shown})"
-        else:
-            kw["type"] = hint
-            kw["help"] += " (default: %(default)s)"
-        if "choices" in f.metadata:
-            kw["choices"] = f.metadata["choices"]
-        parser.add_argument(flag, dest=f.name, **kw)
-
-
-def config_from_args(cls: type, args: argparse.Namespace):
-    values = {
-        f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)
-    }
-    return cls(**values)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,8 +6,12 @@ The command-line flags are derived from these fields (``jaxstyle/cli.py``); each
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import field
+from typing import Any
 
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
@@ -158,3 +162,65 @@ class TrainConfig:
         for name in ("content_weight", "style_weight", "tv_weight", "lr"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+
+
+# Flags derived from the fields.
+
+
+def _list_of(kind: type, name: str):
+    def parse(text: str):
+        try:
+            return tuple(kind(v.strip()) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{name}: expected comma-separated {kind.__name__} values, got {text!r}"
+            ) from None
+
+    return parse
+
+
+def add_config_flags(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    skip: Sequence[str] = (),
+    defaults: Mapping[str, Any] | None = None,
+) -> None:
+    """Adds one ``--flag`` per field of the config dataclass ``cls`` to ``parser``.
+
+    Args:
+        parser: any argparse parser (the CLI's subcommands, an experiment script's).
+        cls: a config dataclass; each field's ``help`` and ``choices`` metadata are used.
+        skip: fields that get no flag.
+        defaults: per-script default overrides, by field name (e.g. an experiment's smaller
+            ``size``); every other default is the dataclass's own.
+    """
+    defaults = dict(defaults or {})
+    unknown = set(defaults) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no fields {sorted(unknown)}")
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        default = defaults.get(f.name, f.default)
+        kw: dict = {"default": default, "help": f.metadata.get("help", "")}
+        if typing.get_origin(hint) is tuple:
+            kw["type"] = _list_of(typing.get_args(hint)[0], flag)
+            shown = ",".join(map(str, default)) if default else "-"
+            kw["help"] += f" (default: {shown})"
+        else:
+            kw["type"] = hint
+            kw["help"] += " (default: %(default)s)"
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        parser.add_argument(flag, dest=f.name, **kw)
+
+
+def config_from_args(cls: type, args: argparse.Namespace):
+    """The config ``cls`` from the parsed flags that :func:`add_config_flags` added."""
+    values = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)
+    }
+    return cls(**values)
