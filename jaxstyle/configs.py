@@ -8,12 +8,33 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import field
 from typing import Any
 
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+
+def check_finite(cfg: Any) -> None:
+    """Raises ValueError naming the flag of the first float setting that is NaN or infinite.
+
+    Comparisons with NaN are always false, so a NaN weight slips past every range check: this
+    runs before them.
+    """
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"--{f.name.replace('_', '-')}: {v} is not a finite number")
+
+
+def _check_nonnegative(cfg: Any, names: Sequence[str]) -> None:
+    for name in names:
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
 
 
 def _f(default, help: str, **kw):  # noqa: A002 - mirrors argparse's name
@@ -73,6 +94,7 @@ class GatysConfig:
         """Raises ValueError with a user-facing message for impossible settings."""
         from jaxstyle.nets.vgg import parse_layers
 
+        check_finite(self)
         if self.size < 32 or any(s < 32 for s in self.resolved_scales()):
             raise ValueError("sizes must be at least 32 pixels")
         if self.iterations < 0:
@@ -89,13 +111,14 @@ class GatysConfig:
                 f"--style-layer-weights has {len(self.style_layer_weights)} values for "
                 f"{len(self.style_layers)} style layers"
             )
-        if any(w < 0 for w in self.style_blend_weights) or (
-            self.style_blend_weights and sum(self.style_blend_weights) <= 0
-        ):
-            raise ValueError("--style-blend-weights must be non-negative with a positive sum")
-        for name in ("content_weight", "style_weight", "tv_weight", "lr"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+        for flag, ws in (("layer", self.style_layer_weights), ("blend", self.style_blend_weights)):
+            if any(w < 0 for w in ws) or (ws and sum(ws) <= 0):
+                raise ValueError(f"--style-{flag}-weights must be non-negative with a positive sum")
+        _check_nonnegative(self, ("content_weight", "style_weight", "tv_weight"))
+        if self.lr <= 0:
+            raise ValueError("--lr must be positive")
+        if self.save_every < 0:
+            raise ValueError("--save-every must be >= 0")
         if self.progress_every < 1 or self.history_size < 1:
             raise ValueError("--progress-every and --history-size must be >= 1")
 
@@ -147,6 +170,7 @@ class TrainConfig:
     def validate(self) -> None:
         from jaxstyle.nets.vgg import parse_layers
 
+        check_finite(self)
         if not (self.data.startswith("tfds:") or self.data.startswith("folder:")):
             raise ValueError(f"--data must be tfds:NAME or folder:PATH, got {self.data!r}")
         if self.image_size < 32 or self.image_size % 4:
@@ -159,9 +183,11 @@ class TrainConfig:
                 parse_layers(layers, "vgg16")
             except ValueError as e:
                 raise ValueError(f"--{flag}-layers: {e}") from None
-        for name in ("content_weight", "style_weight", "tv_weight", "lr"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+        _check_nonnegative(self, ("content_weight", "style_weight", "tv_weight"))
+        if self.lr <= 0:
+            raise ValueError("--lr must be positive")
+        if self.style_size < 32:
+            raise ValueError("--style-size must be at least 32")
 
 
 # Flags derived from the fields.
