@@ -86,6 +86,12 @@ class GatysConfig:
     )
     history_size: int = _f(20, "L-BFGS history (pairs of past steps kept)")
     progress_every: int = _f(10, "iterations per compiled chunk between progress updates")
+    loop: str = _f(
+        "auto",
+        "how a chunk of iterations runs: device (one while_loop program), host (a Python loop "
+        "over one compiled step), or auto (the faster on this backend: host on CPU)",
+        choices=("auto", "device", "host"),
+    )
 
     def resolved_scales(self) -> tuple[int, ...]:
         return tuple(self.scales) if self.scales else (self.size,)
