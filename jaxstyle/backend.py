@@ -31,3 +31,31 @@ def default_loop_kind() -> str:
     host out of the way.
     """
     return "host" if on_cpu() else "device"
+
+
+#: Bytes of device memory per output pixel, measured with XLA's memory analysis of the compiled
+#: programs (``compiled.memory_analysis()``: temporaries + outputs) at 256 px on CPU:
+#: VGG16 forward + backward to the input through relu5_1 (a Gatys evaluation), 3,126 B;
+#: Johnson's full network forward (``apply``), 1,294 B. They fall slowly with size, so these
+#: round up. Gatys adds its L-BFGS history: 2 x history_size images of 12 bytes a pixel.
+GATYS_BYTES_PER_PIXEL = 3_200
+JOHNSON_BYTES_PER_PIXEL = 1_400
+#: Share of the memory a run may plan to use (the rest is left to the OS, XLA and Python).
+MEMORY_SHARE = 0.7
+
+
+def memory_budget() -> int:
+    """Bytes a run may use: ``MEMORY_SHARE`` of the accelerator's memory, or of physical RAM
+    on CPU."""
+    from jaxstyle.images import physical_memory
+
+    total = 0
+    if not on_cpu():
+        stats = jax.devices()[0].memory_stats() or {}
+        total = int(stats.get("bytes_limit", 0))
+    return int(MEMORY_SHARE * (total or physical_memory()))
+
+
+def gatys_bytes(pixels: int, history_size: int) -> int:
+    """Estimated peak memory of optimising ``pixels`` output pixels (all images of a batch)."""
+    return pixels * (GATYS_BYTES_PER_PIXEL + 2 * history_size * 12)

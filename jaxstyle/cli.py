@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -16,7 +17,6 @@ from pathlib import Path
 from jaxstyle.configs import GatysConfig, TrainConfig, add_config_flags, config_from_args
 
 EXIT_USAGE = 2
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 
 
 class UsageError(Exception):
@@ -41,6 +41,8 @@ def enable_compile_cache() -> None:
 
 
 def _expand_images(paths: Sequence[str]) -> list[Path]:
+    from jaxstyle.images import IMAGE_SUFFIXES
+
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -57,6 +59,65 @@ def _intermediate_name(out: Path, iteration: int) -> Path:
     return out.with_name(f"{out.stem}_{iteration:05d}{out.suffix}")
 
 
+def check_outputs(outputs: Sequence[Path], inputs: Sequence[str | Path]) -> None:
+    """Before any work: no output may be an input, and each must be writable as an image."""
+    from jaxstyle import fileio
+    from jaxstyle import images as imlib
+
+    fileio.refuse_overwriting_inputs(outputs, inputs)
+    for out in outputs:
+        imlib.check_output_path(out)
+        fileio.check_writable(out)
+
+
+def _stylize_outputs(outputs: Sequence[Path], cfg: GatysConfig) -> list[Path]:
+    """Every file a stylize run may write: the outputs and their intermediate images."""
+    names = list(outputs)
+    if cfg.save_every > 0:
+        total = cfg.iterations * len(cfg.resolved_scales())
+        steps = range(cfg.save_every, total + 1, cfg.save_every)
+        names += [_intermediate_name(o, i) for o in outputs for i in steps]
+    return names
+
+
+def _check_stylize_shapes(contents, styles, cfg: GatysConfig) -> None:
+    """Every image is large enough for the layers at every scale, and the run fits in memory.
+
+    ``contents`` and ``styles`` are ``(name, (h, w))`` pairs, known from the headers alone.
+    """
+    from jaxstyle import backend
+    from jaxstyle.images import size_for_long_side
+    from jaxstyle.nets.vgg import min_side
+
+    need_c = min_side(cfg.content_layers + cfg.style_layers, cfg.net)
+    need_s = min_side(cfg.style_layers, cfg.net)
+    for scale in cfg.resolved_scales():
+        style_long = max(16, round(scale * cfg.style_scale))
+        for group, need, long in ((contents, need_c, scale), (styles, need_s, style_long)):
+            for name, shape in group:
+                h, w = size_for_long_side(shape, long)
+                if min(h, w) < need:
+                    raise UsageError(
+                        f"{name}: at a long side of {long} px it is {w}x{h}; the layers used "
+                        f"need each side to be at least {need} px (one pixel after every "
+                        f"pooling); use a larger --size or a less elongated image"
+                    )
+    largest: dict[tuple[int, int], int] = {}  # same-shape contents run together
+    for _, shape in contents:
+        hw = size_for_long_side(shape, max(cfg.resolved_scales()))
+        largest[hw] = largest.get(hw, 0) + hw[0] * hw[1]
+    need_bytes = backend.gatys_bytes(max(largest.values()), cfg.history_size)
+    budget = backend.memory_budget()
+    if need_bytes > budget:
+        raise UsageError(
+            f"--size {max(cfg.resolved_scales())}: needs about {need_bytes / 2**30:.1f} GiB "
+            f"({backend.GATYS_BYTES_PER_PIXEL:,} bytes a pixel for VGG forward and backward, plus "
+            f"the L-BFGS history), over the {budget / 2**30:.1f} GiB this machine can give "
+            f"({backend.MEMORY_SHARE:.0%} of its memory); use a smaller --size or fewer images "
+            f"of one shape"
+        )
+
+
 def run_stylize(
     contents: list[Path],
     styles: list[Path],
@@ -68,29 +129,47 @@ def run_stylize(
     quiet: bool,
     preloaded: tuple[list, list] | None = None,
 ) -> dict:
-    """Loads everything, validates, stylises, writes outputs (and the log) atomically."""
-    from jaxstyle import gatys
+    """Checks everything, loads, stylises, writes outputs (and the log) atomically.
+
+    Every check that can fail (settings, paths, image headers, sizes, memory) runs before the
+    weights are loaded or anything is compiled.
+    """
+    from jaxstyle import fileio, gatys
     from jaxstyle import images as imlib
-    from jaxstyle.nets.vgg import load_vgg
+    from jaxstyle.weights import load_vgg
 
     cfg.validate()
-    for out in outputs:
-        imlib.check_output_path(out)
+    inputs = [*contents, *styles, *([weights] if weights else [])]
+    if cfg.init not in ("content", "noise", "style"):
+        inputs.append(cfg.init)
+    check_outputs(_stylize_outputs(outputs, cfg), inputs)
+    if log_path is not None:
+        fileio.refuse_overwriting_inputs([log_path], [*inputs, *outputs])
+        fileio.check_writable(log_path)
     if cfg.init not in ("content", "noise", "style"):
         try:  # fail before any work when the init image is bad
-            imlib.load_image(cfg.init)
+            imlib.image_shape(cfg.init)
         except imlib.ImageError as e:
             raise UsageError(f"--init: {e}") from None
+    top = max(cfg.resolved_scales())
+    style_top = max(16, round(top * cfg.style_scale))
     if preloaded is None:
-        content_imgs = [imlib.load_image(p) for p in contents]
-        style_imgs = [imlib.load_image(p) for p in styles]
+        c_shapes = [(p, imlib.image_shape(p)) for p in contents]
+        s_shapes = [(p, imlib.image_shape(p)) for p in styles]
     else:
-        content_imgs, style_imgs = preloaded
-    if cfg.style_blend_weights and len(cfg.style_blend_weights) != len(style_imgs):
+        c_shapes = [(p, a.shape[:2]) for p, a in zip(contents, preloaded[0], strict=True)]
+        s_shapes = [(p, a.shape[:2]) for p, a in zip(styles, preloaded[1], strict=True)]
+    if cfg.style_blend_weights and len(cfg.style_blend_weights) != len(styles):
         raise UsageError(
             f"--style-blend-weights has {len(cfg.style_blend_weights)} values for "
-            f"{len(style_imgs)} style images"
+            f"{len(styles)} style images"
         )
+    _check_stylize_shapes(c_shapes, s_shapes, cfg)
+    if preloaded is None:  # decoded at the size used, one image at a time
+        content_imgs = [imlib.load_image(p, top) for p in contents]
+        style_imgs = [imlib.load_image(p, style_top) for p in styles]
+    else:
+        content_imgs, style_imgs = preloaded
     enable_compile_cache()
     net = load_vgg(cfg.net, cfg.pooling, weights, progress=not quiet)
 
@@ -104,14 +183,12 @@ def run_stylize(
     summary = result.log["summary"]
     summary["wall_seconds"] = time.perf_counter() - t0
     if log_path is not None:
-        from jaxstyle.fileio import atomic_path
-
         result.log["inputs"] = {
             "content": list(map(str, contents)),
             "style": list(map(str, styles)),
         }
         result.log["outputs"] = list(map(str, outputs))
-        with atomic_path(log_path) as tmp:
+        with fileio.atomic_path(log_path) as tmp:
             tmp.write_text(json.dumps(result.log, indent=1))
     if not quiet:
         names = ", ".join(map(str, outputs))
@@ -136,7 +213,6 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     else:
         if out.suffix and not out.is_dir():
             raise UsageError(f"{out}: with several content images, -o must be a folder")
-        out.mkdir(parents=True, exist_ok=True)
         outputs = [out / f"{c.stem}.png" for c in contents]
         if len({o.name for o in outputs}) != len(outputs):
             raise UsageError("several content images share a file name; rename them")
@@ -182,7 +258,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from jaxstyle import images as imlib
     from jaxstyle import train
-    from jaxstyle.nets.vgg import load_vgg
+    from jaxstyle.weights import load_vgg
 
     cfg = config_from_args(TrainConfig, args)
     cfg.validate()
@@ -196,13 +272,46 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from jaxstyle import models, train
+    from jaxstyle import fileio, models, train
 
+    out = Path(args.output)
+    fileio.refuse_overwriting_inputs([out], [args.workdir])
+    fileio.check_writable(out)
     params, ncfg, saved = train.restore_params(args.workdir)
     meta = {"style": saved.get("style", ""), "steps": saved["step"], "source": str(args.workdir)}
-    models.save_model(args.output, params, ncfg, meta)
-    print(f"wrote {args.output} (step {saved['step']})", file=sys.stderr)
+    models.save_model(out, params, ncfg, meta)
+    print(f"wrote {out} (step {saved['step']})", file=sys.stderr)
     return 0
+
+
+def _apply_outputs(args: argparse.Namespace, inputs: list[Path]) -> list[Path]:
+    out = Path(args.output)
+    if len(inputs) == 1 and not Path(args.inputs[0]).is_dir() and not out.is_dir():
+        return [out]
+    if out.suffix and not out.is_dir():
+        raise UsageError(f"{out}: with several inputs, -o must be a folder")
+    outputs = [out / f"{p.stem}.png" for p in inputs]
+    if len({o.name for o in outputs}) != len(outputs):
+        raise UsageError("several inputs share a file name; give them separately")
+    return outputs
+
+
+def _check_apply_memory(files, batch_size: int, bucket: int) -> None:
+    """The largest padded image times the batch size must fit the memory budget."""
+    from jaxstyle import backend
+
+    def padded(f):
+        return math.ceil(f.shape[0] / bucket) * bucket * math.ceil(f.shape[1] / bucket) * bucket
+
+    biggest = max(files, key=padded)
+    need = padded(biggest) * min(batch_size, len(files)) * backend.JOHNSON_BYTES_PER_PIXEL
+    budget = backend.memory_budget()
+    if need > budget:
+        raise UsageError(
+            f"{biggest.path}: {biggest.shape[1]}x{biggest.shape[0]} in batches of "
+            f"{min(batch_size, len(files))} needs about {need / 2**30:.1f} GiB, over the "
+            f"{budget / 2**30:.1f} GiB this machine can give; use --size or --batch-size 1"
+        )
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -211,33 +320,26 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from jaxstyle import images as imlib
     from jaxstyle import inference
 
+    for flag, value, low in (("--size", args.size, 0), ("--batch-size", args.batch_size, 1)):
+        if value < low:
+            raise UsageError(f"{flag} must be >= {low}, got {value}")
+    if args.bucket < 1:
+        raise UsageError(f"--bucket must be >= 1, got {args.bucket}")
     inputs = _expand_images(args.inputs)
-    out = Path(args.output)
-    single = len(inputs) == 1 and not Path(args.inputs[0]).is_dir() and not out.is_dir()
-    if single:
-        outputs = [out]
-    else:
-        if out.suffix and not out.is_dir():
-            raise UsageError(f"{out}: with several inputs, -o must be a folder")
-        outputs = [out / f"{p.stem}.png" for p in inputs]
-        if len({o.name for o in outputs}) != len(outputs):
-            raise UsageError("several inputs share a file name; give them separately")
-    for o in outputs:
-        imlib.check_output_path(o)
-    images = [imlib.load_image(p) for p in inputs]
+    outputs = _apply_outputs(args, inputs)
+    check_outputs(outputs, [*inputs, args.model])
+    # Headers only: every input is checked before any work, decoded one batch at a time.
+    files = [imlib.ImageFile.open(p, args.size or None) for p in inputs]
+    _check_apply_memory(files, args.batch_size, max(4, args.bucket))
     params, ncfg, _ = inference.load_any(args.model)
-    if args.size:
-        images = [imlib.resize_long_side(im, args.size) for im in images]
-    if not single:
-        out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(images), unit="img", disable=args.quiet, desc="apply")
+    bar = tqdm(total=len(files), unit="img", disable=args.quiet, desc="apply")
 
     def done(i: int, image) -> None:
         imlib.save_image(outputs[i], image)
         bar.update(1)
 
     inference.apply_images(
-        params, ncfg, images, batch_size=args.batch_size, bucket=args.bucket, on_done=done
+        params, ncfg, files, batch_size=args.batch_size, bucket=args.bucket, on_done=done
     )
     bar.close()
     return 0
@@ -364,17 +466,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from jaxstyle.images import ImageError
+    from jaxstyle.fileio import OutputError
+    from jaxstyle.images import ImageError, configure_pillow
     from jaxstyle.input_pipeline import DataError
     from jaxstyle.models import ModelError
     from jaxstyle.train import TrainError
     from jaxstyle.weights import WeightsError
 
     args = build_parser().parse_args(argv)
+    configure_pillow()
     try:
         return args.func(args)
     except (
         UsageError,
+        OutputError,
         ImageError,
         WeightsError,
         ModelError,
@@ -383,6 +488,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ValueError,
     ) as e:
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:  # disk full, permissions, a path that vanished mid-run
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted; no output was written for unfinished work", file=sys.stderr)

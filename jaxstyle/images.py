@@ -2,11 +2,18 @@
 
 Every image that leaves this module is float32 HWC RGB in [0, 1]. Loading applies the EXIF
 orientation, converts grayscale, palette, RGBA (over white), CMYK and 16-bit images to RGB, and
-refuses decompression bombs: images above :data:`MAX_PIXELS` pixels.
+refuses decompression bombs: images above :data:`MAX_PIXELS` pixels, read from the header.
+
+Memory: an image asked for at a smaller size (``long_side``) is shrunk while still in its
+8-bit form (JPEG decodes at 1/2, 1/4 or 1/8 scale directly; other formats are box-reduced by
+an integer factor) and only then converted to float32, so a 15000x15000 PNG loaded for a
+512 px run peaks near its 8-bit decode (~0.7 GB), not its float copy (2.7 GB and more).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import warnings
 from pathlib import Path
 
@@ -15,11 +22,45 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from jaxstyle.fileio import atomic_path
 
-#: Largest image accepted, in pixels (about 16k x 16k). Larger files are refused before decoding.
-MAX_PIXELS = 256_000_000
+#: The suffixes of the image files that folders are searched for (lowercase).
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+)
+#: Never more than this many pixels (about 16k x 16k), however large the machine.
+PIXEL_CAP = 256_000_000
+#: Bytes per pixel of the largest decoded form of an image (RGBA or CMYK, 8 bits a channel).
+DECODED_BYTES_PER_PIXEL = 4
+
+
+def physical_memory() -> int:
+    """Bytes of physical memory of this machine (8 GiB where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def pixel_limit() -> int:
+    """The rule for :data:`MAX_PIXELS`: an image's 8-bit decode (4 bytes a pixel) must fit in a
+    quarter of physical memory, and never more than :data:`PIXEL_CAP` pixels."""
+    return min(PIXEL_CAP, physical_memory() // (4 * DECODED_BYTES_PER_PIXEL))
+
+
+#: Largest image accepted, in pixels. Larger files are refused from the header, before decoding.
+MAX_PIXELS = pixel_limit()
 #: Smallest side accepted, in pixels.
 MIN_SIDE = 8
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+def configure_pillow() -> None:
+    """Aligns Pillow's process-wide decompression-bomb guard with :data:`MAX_PIXELS`.
+
+    Pillow refuses images over twice ``Image.MAX_IMAGE_PIXELS`` (about 179 M pixels by default)
+    while opening them, before this module's own header check can run. That setting is global to
+    the process, so only the command line changes it; a program that imports jaxstyle keeps
+    Pillow's guard as it set it.
+    """
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
 class ImageError(Exception):
@@ -44,29 +85,42 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """Reads an image file as float32 HWC RGB in [0, 1], upright per its EXIF orientation.
-
-    Raises:
-        ImageError: missing, unreadable, truncated, too small or too large file.
-    """
-    path = Path(path)
+def _open_checked(path: Path) -> Image.Image:
+    """Opens ``path`` (header only) and refuses it before decoding if it is too large."""
     if not path.exists():
         raise ImageError(f"{path}: no such file")
     if path.is_dir():
         raise ImageError(f"{path}: is a folder, not an image")
+    img = Image.open(path)
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        img.close()
+        raise ImageError(
+            f"{path}: {w}x{h} exceeds the {MAX_PIXELS:,}-pixel limit (a quarter of this "
+            f"machine's memory at {DECODED_BYTES_PER_PIXEL} bytes a pixel, at most {PIXEL_CAP:,})"
+        )
+    return img
+
+
+def _upright_size(img: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` after the EXIF orientation is applied, from the header alone."""
+    w, h = img.size
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block is ignored, as exif_transpose does
+        orientation = 1
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def _guarded(path: Path, read):
+    """Runs ``read(image)`` on the opened file, turning every decoder failure into ImageError."""
     try:
         with warnings.catch_warnings():
-            # Our own limit below, checked from the header before decoding, gives the
-            # documented message; Pillow's bomb error (at twice the limit) still backs it up.
+            # Our own limit, checked from the header before decoding, gives the documented
+            # message; Pillow's bomb error (at twice its own limit) still backs it up.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                w, h = img.size
-                if w * h > MAX_PIXELS:
-                    raise ImageError(f"{path}: {w}x{h} exceeds the {MAX_PIXELS:,}-pixel limit")
-                img.load()
-                img = ImageOps.exif_transpose(img)
-                arr = _to_rgb(img)
+            with _open_checked(path) as img:
+                return read(img)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -75,10 +129,84 @@ def load_image(path: str | Path) -> np.ndarray:
         raise ImageError(f"{path}: refused as a decompression bomb ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{path}: cannot decode image ({e})") from None
-    h, w = arr.shape[:2]
+
+
+def image_shape(path: str | Path, long_side: int | None = None) -> tuple[int, int]:
+    """``(height, width)`` that :func:`load_image` will return, read from the header only."""
+    path = Path(path)
+    w, h = _guarded(path, _upright_size)
     if min(h, w) < MIN_SIDE:
         raise ImageError(f"{path}: image is {w}x{h}; each side must be at least {MIN_SIDE} px")
-    return arr
+    if long_side is not None and max(h, w) > long_side:
+        return size_for_long_side((h, w), long_side)
+    return h, w
+
+
+def _shrink_8bit(img: Image.Image, long_side: int) -> Image.Image:
+    """Decodes ``img`` at most about 2x larger than ``long_side`` (never smaller)."""
+    w, h = _upright_size(img)
+    if img.format == "JPEG":  # the DCT decodes at 1/2, 1/4 or 1/8 scale directly
+        scale = long_side / max(w, h)
+        img.draft(img.mode, (max(1, int(img.size[0] * scale)), max(1, int(img.size[1] * scale))))
+    img.load()
+    factor = max(img.size) // (2 * long_side)
+    if factor >= 2 and img.mode in ("RGB", "RGBA", "L", "LA", "CMYK", "I", "F", "I;16"):
+        img = img.reduce(factor)
+    return img
+
+
+def load_image(path: str | Path, long_side: int | None = None) -> np.ndarray:
+    """Reads an image file as float32 HWC RGB in [0, 1], upright per its EXIF orientation.
+
+    Args:
+        path: any image Pillow reads.
+        long_side: if given and the image is larger, it is shrunk to this long side (Lanczos),
+            mostly before the float conversion, so memory follows the size asked for.
+
+    Raises:
+        ImageError: missing, unreadable, truncated, too small or too large file.
+    """
+    path = Path(path)
+
+    def read(img: Image.Image) -> tuple[np.ndarray, tuple[int, int]]:
+        w, h = _upright_size(img)
+        if long_side is not None and max(h, w) > long_side:
+            target = size_for_long_side((h, w), long_side)  # from the original's aspect
+            img = _shrink_8bit(img, long_side)
+        else:
+            target = (h, w)
+            img.load()
+        return _to_rgb(ImageOps.exif_transpose(img)), target
+
+    arr, (h, w) = _guarded(path, read)
+    if min(arr.shape[:2]) < MIN_SIDE:
+        raise ImageError(
+            f"{path}: image is {arr.shape[1]}x{arr.shape[0]}; each side must be at least "
+            f"{MIN_SIDE} px"
+        )
+    return resize(arr, h, w)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFile:
+    """An image file known by its header: its shape now, its pixels only when loaded.
+
+    ``shape`` is the ``(height, width)`` that :meth:`load` returns (upright, shrunk to
+    ``long_side`` if given), so callers can group and check images before decoding any.
+    """
+
+    path: Path
+    shape: tuple[int, int]
+    long_side: int | None = None
+
+    @classmethod
+    def open(cls, path: str | Path, long_side: int | None = None) -> ImageFile:
+        """Reads and checks the header of ``path``; raises ImageError for a bad file."""
+        return cls(Path(path), image_shape(path, long_side), long_side)
+
+    def load(self) -> np.ndarray:
+        """The pixels, float32 HWC RGB in [0, 1]."""
+        return load_image(self.path, self.long_side)
 
 
 def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxstyle.images import ImageFile
 from jaxstyle.nets.transformer_net import NetConfig, TransformerNet
 
 
@@ -31,10 +32,14 @@ def _pad_to(image: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.pad(image, ((0, ph), (0, pw), (0, 0)), mode=mode)
 
 
+def _pixels(image: np.ndarray | ImageFile) -> np.ndarray:
+    return image.load() if isinstance(image, ImageFile) else image
+
+
 def apply_images(
     params: Any,
     config: NetConfig,
-    images: list[np.ndarray],
+    images: Sequence[np.ndarray | ImageFile],
     *,
     batch_size: int = 8,
     bucket: int = 64,
@@ -49,10 +54,13 @@ def apply_images(
     network's two stride-2 stages require.
 
     Args:
-        on_done: called as ``on_done(index, output)`` as each image finishes.
+        images: arrays, or :class:`~jaxstyle.images.ImageFile` s, which are decoded one batch
+            at a time (their shapes come from the headers), so a folder never sits in memory.
+        on_done: called as ``on_done(index, output)`` as each image finishes; outputs are then
+            handed over and not kept (the returned list holds ``None``).
 
     Returns:
-        Outputs in input order, each the size of its input.
+        Outputs in input order, each the size of its input (without ``on_done``).
     """
     bucket = max(4, int(bucket))
     fn = jax.jit(lambda p, x: jnp.clip(TransformerNet(config, dtype).apply({"params": p}, x), 0, 1))
@@ -66,12 +74,14 @@ def apply_images(
         n = min(batch_size, len(idx))
         for start in range(0, len(idx), n):
             chunk = idx[start : start + n]
-            batch = [_pad_to(images[i], h, w) for i in chunk]
+            pixels = [_pixels(images[i]) for i in chunk]
+            batch = [_pad_to(im, h, w) for im in pixels]
             batch += [batch[-1]] * (n - len(batch))  # fixed batch size: one program per bucket
             y = np.asarray(fn(params, jnp.asarray(np.stack(batch).astype(np.float32))))
             for j, i in enumerate(chunk):
-                ih, iw = images[i].shape[:2]
-                out[i] = y[j, :ih, :iw]
-                if on_done is not None:
-                    on_done(i, out[i])
+                ih, iw = pixels[j].shape[:2]
+                if on_done is None:
+                    out[i] = y[j, :ih, :iw]
+                else:
+                    on_done(i, y[j, :ih, :iw])
     return out

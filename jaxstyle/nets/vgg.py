@@ -198,6 +198,8 @@ def init_params(arch: str, key: jax.Array | None = None) -> Params:
 class VGGNet:
     """A VGG trunk with its weights; a pytree whose leaves are the parameters.
 
+    :func:`jaxstyle.weights.load_vgg` builds one from cached or given weights files.
+
     Because the parameters are leaves, passing a ``VGGNet`` into a jitted function passes
     them as arguments: they are never baked into the compiled program as constants.
     """
@@ -224,31 +226,12 @@ class VGGNet:
         return self.replace(pooling=pooling)
 
 
-def load_vgg(
-    name: str = "vgg16",
-    pooling: str = "max",
-    weights: str | None = None,
-    *,
-    progress: bool = True,
-) -> VGGNet:
-    """Loads a VGG feature extractor with ImageNet weights.
+def min_side(layers: Sequence[str], arch: str = "vgg16") -> int:
+    """Smallest image side whose deepest requested layer still has at least one pixel.
 
-    Args:
-        name: ``"vgg16"`` or ``"vgg19"``.
-        pooling: ``"max"`` or ``"avg"``.
-        weights: a weights file in any format ``weights_convert`` reads (jaxstyle safetensors,
-            torchvision/timm ``.pth``/``.safetensors``, Keras ``.h5``, ONNX). ``None`` uses the
-            cache under ``$JAXSTYLE_HOME``, fetching on first use.
-        progress: show a progress bar while fetching.
-
-    Returns:
-        A :class:`VGGNet`; call ``net.features(images, layers)``.
+    Each 2x2 pooling up to that layer halves the side (dropping an odd pixel); below this an
+    activation map is empty and every loss on it is NaN.
     """
-    from jaxstyle import weights as weights_lib
-
-    _check_arch(name)
-    if pooling not in POOLINGS:
-        raise ValueError(f"unknown pooling {pooling!r}; choose max or avg")
-    params, meta = weights_lib.load_or_fetch(name, weights, progress=progress)
-    params = jax.tree_util.tree_map(jnp.asarray, params)
-    return VGGNet(params=params, arch=name, pooling=pooling, convention=meta["convention"])
+    order = layer_names(arch)
+    deepest = max(order.index(n) for n in layers)
+    return 2 ** sum(1 for n in order[: deepest + 1] if n.startswith("pool"))
