@@ -63,6 +63,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
         "content2": imlib.save_image(d / "land_flipped.png", land[:, ::-1]),
         "style": imlib.save_image(d / "strokes.png", demo.draw_style(64)),
         "tiny": imlib.save_image(d / "tiny.png", np.full((1, 1, 3), 0.5, np.float32)),
+        "strip": imlib.save_image(d / "strip.png", np.full((8, 200, 3), 0.5, np.float32)),
     }
     files["text"] = d / "notes.jpg"
     files["text"].write_text("not a picture\n")
@@ -149,39 +150,74 @@ BAD = {
 }
 
 
-@pytest.fixture(scope="module")
-def bad_runs(inputs, home, tmp_path_factory) -> dict[str, tuple]:
-    """Starts every bad-input case at once (each ~1 s of imports), in its own folder."""
-    root = tmp_path_factory.mktemp("bad")
-    fmt = {k: str(v) for k, v in inputs.items()}
-    started = {}
-    for name, (args, out_name, _) in BAD.items():
-        cwd = root / name
-        cwd.mkdir()
-        (cwd / out_name).write_bytes(OLD_BYTES)
-        # The case's own flags come last, so they override these defaults.
-        argv = ["stylize", "--size", "64", "--iterations", "5", "-q", "-o", out_name]
-        argv += [a.format(**fmt) for a in args]
-        proc = subprocess.Popen(
-            cli_cmd(*argv),
-            cwd=cwd,
-            env=offline_env(home),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        started[name] = (cwd, out_name, proc)
-    results = {}
-    for name, (cwd, out_name, proc) in started.items():
-        stdout, stderr = proc.communicate(timeout=TIMEOUT)
-        results[name] = (cwd, out_name, proc.returncode, stdout, stderr)
-    return results
+BAD.update(
+    {
+        # Numbers that compare false with everything pass a "< 0" check: each is refused.
+        "nan_style_weight": (
+            ["{content}", "{style}", "--style-weight", "nan"],
+            "out.png",
+            ["--style-weight", "nan", "not a finite number"],
+        ),
+        "inf_style_weight": (
+            ["{content}", "{style}", "--style-weight", "inf"],
+            "out.png",
+            ["--style-weight", "inf", "not a finite number"],
+        ),
+        "negative_layer_weight": (
+            ["{content}", "{style}", "--style-layer-weights", "1,-1,1,1,1"],
+            "out.png",
+            ["--style-layer-weights", "non-negative"],
+        ),
+        "nan_blend_weight": (
+            ["{content}", "{style}", "--style-blend-weights", "nan"],
+            "out.png",
+            ["--style-blend-weights", "not a finite number"],
+        ),
+        # An 8x200 content becomes 64x3 at --size 64: every pooled map empty, the loss NaN.
+        "elongated_content": (
+            ["{strip}", "{style}"],
+            "out.png",
+            ["strip.png", "64x3", "at least 16 px"],
+        ),
+        "output_inside_a_file": (
+            ["{content}", "{style}", "-o", "{style}/out.png"],
+            "out.png",
+            ["strokes.png/out.png", "is a file"],
+        ),
+        "log_inside_a_file": (
+            ["{content}", "{style}", "--log", "{style}/log.json"],
+            "out.png",
+            ["strokes.png/log.json", "is a file"],
+        ),
+        "size_beyond_memory": (
+            ["{content}", "{style}", "--size", "200000"],
+            "out.png",
+            ["--size 200000", "GiB", "smaller --size"],
+        ),
+    }
+)
 
 
-@pytest.mark.parametrize("case", list(BAD))
-def test_bad_input(bad_runs, case):
-    cwd, out_name, rc, stdout, stderr = bad_runs[case]
-    must_contain = BAD[case][2]
+@pytest.fixture
+def offline(home, monkeypatch):
+    """In-process runs see the private ``$JAXSTYLE_HOME`` and cannot download."""
+    for var, value in offline_env(home).items():
+        monkeypatch.setenv(var, value)
+
+
+def run_main(capsys, *argv: str) -> tuple[int, str, str]:
+    """``jaxstyle ARGV`` in this process: (exit status, stdout, stderr)."""
+    from jaxstyle import cli
+
+    try:
+        rc = cli.main(list(argv))
+    except SystemExit as e:  # argparse
+        rc = e.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_one_error(rc: int, stdout: str, stderr: str, *must_contain: str) -> None:
     assert "Traceback" not in stderr, stderr
     assert rc == 2, (rc, stderr)
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
@@ -190,9 +226,127 @@ def test_bad_input(bad_runs, case):
     for text in must_contain:
         assert text in errors[0], (text, errors[0])
     assert stdout == ""
-    # Nothing written: the old output is byte-identical and no temp file or log is left.
-    assert (cwd / out_name).read_bytes() == OLD_BYTES
-    assert sorted(p.name for p in cwd.iterdir()) == [out_name]
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input(inputs, offline, tmp_path, monkeypatch, capsys, case):
+    # In-process: every case fails before weights are loaded or anything is compiled.
+    args, out_name, must_contain = BAD[case]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / out_name).write_bytes(OLD_BYTES)
+    before = {p: p.read_bytes() for p in inputs.values() if p.is_file()}
+    fmt = {k: str(v) for k, v in inputs.items()}
+    # The case's own flags come last, so they override these defaults.
+    argv = ["stylize", "--size", "64", "--iterations", "5", "-q", "-o", out_name]
+    rc, stdout, stderr = run_main(capsys, *argv, *[a.format(**fmt) for a in args])
+    assert_one_error(rc, stdout, stderr, *must_contain)
+    # Nothing written: the old output and every input are byte-identical, no temp file left.
+    assert (tmp_path / out_name).read_bytes() == OLD_BYTES
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out_name]
+    assert {p: p.read_bytes() for p in before} == before
+
+
+@pytest.mark.parametrize("link", [False, True])
+def test_stylize_refuses_to_overwrite_its_content(inputs, offline, tmp_path, capsys, link):
+    content = tmp_path / "photo.png"
+    content.write_bytes(inputs["content"].read_bytes())
+    out = content
+    if link:  # a symlink elsewhere that resolves to the input is the input
+        out = tmp_path / "elsewhere" / "out.png"
+        out.parent.mkdir()
+        out.symlink_to(content)
+    rc, stdout, stderr = run_main(
+        capsys, "stylize", str(content), str(inputs["style"]), "-o", str(out), "-q"
+    )
+    assert_one_error(rc, stdout, stderr, str(out), "is the input", "refusing to overwrite")
+    assert content.read_bytes() == inputs["content"].read_bytes()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A real (random) tiny transformation network written as a model file."""
+    import jax
+
+    from jaxstyle import models
+    from jaxstyle.nets.transformer_net import TINY as cfg
+    from jaxstyle.nets.transformer_net import TransformerNet
+
+    params = TransformerNet(cfg).init(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3)))["params"]
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    models.save_model(path, params, cfg, {"style": "test"})
+    return path
+
+
+def test_apply_refuses_to_overwrite_originals(inputs, tiny_model, offline, tmp_path, capsys):
+    # apply FOLDER -o FOLDER would write FOLDER/land.png over the input land.png.
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "land.png").write_bytes(inputs["content"].read_bytes())
+    (folder / "other.jpg").write_bytes(inputs["style"].read_bytes())
+    rc, stdout, stderr = run_main(
+        capsys, "apply", str(tiny_model), str(folder), "-o", str(folder), "-q"
+    )
+    assert_one_error(rc, stdout, stderr, "land.png", "is the input")
+    assert (folder / "land.png").read_bytes() == inputs["content"].read_bytes()
+    assert sorted(p.name for p in folder.iterdir()) == ["land.png", "other.jpg"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["apply", "{model}", "{content}", "-o", "{style}/out.png"],
+        ["export", "{workdir}", "-o", "{style}/model.safetensors"],
+    ],
+)
+def test_unwritable_output_found_before_work(
+    inputs, tiny_model, offline, tmp_path, capsys, command
+):
+    fmt = {k: str(v) for k, v in inputs.items()}
+    fmt.update(model=str(tiny_model), workdir=str(tmp_path / "no-such-workdir"))
+    rc, stdout, stderr = run_main(capsys, *[a.format(**fmt) for a in command])
+    # Named before the model or workdir is even read (the workdir does not exist).
+    assert_one_error(rc, stdout, stderr, "strokes.png/", "is a file")
+
+
+def test_apply_checks_its_numbers(inputs, tiny_model, offline, tmp_path, capsys):
+    for flag, value in (("--batch-size", "0"), ("--size", "-5"), ("--bucket", "0")):
+        argv = ["apply", str(tiny_model), str(inputs["content"]), "-o", str(tmp_path / "o.png")]
+        rc, stdout, stderr = run_main(capsys, *argv, flag, value)
+        assert_one_error(rc, stdout, stderr, flag)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_apply_streams_a_folder(inputs, tiny_model, offline, tmp_path, capsys, monkeypatch):
+    # A folder is decoded one batch at a time: never more than --batch-size images are held.
+    from jaxstyle import images as imlib
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"p{i}.png").write_bytes(inputs["content"].read_bytes())
+    live, peak = [0], [0]
+    real_load = imlib.load_image
+
+    def counting_load(path, long_side=None):
+        live[0] += 1
+        peak[0] = max(peak[0], live[0])
+        return real_load(path, long_side)
+
+    real_save = imlib.save_image
+
+    def counting_save(path, image):
+        live[0] -= 1
+        return real_save(path, image)
+
+    monkeypatch.setattr(imlib, "load_image", counting_load)
+    monkeypatch.setattr(imlib, "save_image", counting_save)
+    out = tmp_path / "out"
+    rc, _, stderr = run_main(
+        capsys, "apply", str(tiny_model), str(folder), "-o", str(out), "--batch-size", "2", "-q"
+    )
+    assert rc == 0, stderr
+    assert sorted(p.name for p in out.iterdir()) == [f"p{i}.png" for i in range(5)]
+    assert peak[0] == 2, peak
 
 
 def test_usage_errors_from_argparse(inputs, home, tmp_path):
