@@ -1,4 +1,4 @@
-"""python experiments/bench_conv.py [--size 256] [--batch 4]   (about 2 minutes on 2 CPU cores)
+"""python -m experiments.bench_conv [--size 256] [--batch 4]   (about 2 minutes on 2 CPU cores)
 
 The convolutions of Johnson et al.'s transformation network, one layer at a time, in three
 implementations measured side by side: XLA's convolution (``lax.conv_general_dilated``),
@@ -14,16 +14,11 @@ Needs the optional torch extra (``pip install ".[torch]"``).
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
-
+from experiments.lib import timing
 from jaxstyle.nets import conv
 
 #: name, cin, cout, kernel, stride, input side as a fraction of --size, upsample, needs dx
@@ -61,7 +56,7 @@ def jaxstyle_layer(k, stride, upsample):
 
 
 def median_ms(fn, repeats):
-    return 1e3 * common.median_time(fn, repeats)
+    return 1e3 * timing.median_time(fn, repeats)
 
 
 def time_jax(f, x, w, need_dx, repeats):
@@ -105,12 +100,14 @@ def time_torch(n, cin, cout, k, stride, side, upsample, need_dx, repeats):
     return median_ms(fwd, repeats), median_ms(both, repeats)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m experiments.bench_conv", description=__doc__.split("\n\n")[1]
+    )
     ap.add_argument("--size", type=int, default=256, help="image side")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=5)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(2)

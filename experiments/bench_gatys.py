@@ -1,4 +1,4 @@
-"""python experiments/bench_gatys.py [--size 256] [--iterations 100]   (about 5 minutes, 2 cores)
+"""python -m experiments.bench_gatys [--size 256] [--iterations 100]   (about 5 minutes, 2 cores)
 
 Gatys style transfer, jaxstyle (jaxopt L-BFGS under jit) against PyTorch 2.13
 (``torch.optim.LBFGS``) on the same VGG16 weights, images, layers and loss definitions, in one
@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
+from experiments.lib import cli, inputs
 
 
 def run(
@@ -36,13 +35,11 @@ def run(
     import numpy as np
     import torch
 
+    from experiments.lib.torch_ref import TorchVGG, gatys_objective, to_torch
     from jaxstyle import gatys
     from jaxstyle import images as imlib
     from jaxstyle.configs import GatysConfig
-    from jaxstyle.nets.vgg import load_vgg
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from torch_ref import TorchVGG, gatys_objective, to_torch
+    from jaxstyle.weights import load_vgg
 
     cfg = GatysConfig(size=size, iterations=iterations, progress_every=iterations)
     content = imlib.resize_long_side(imlib.load_image(content_path), size)
@@ -130,16 +127,20 @@ def run(
     return numbers, extras
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--content", default=str(IMAGES / "content" / "tubingen.jpg"))
-    ap.add_argument("--style", default=str(IMAGES / "style" / "starry_night.jpg"))
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--iterations", type=int, default=100)
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m experiments.bench_gatys", description=__doc__.split("\n\n")[1]
+    )
+    ap.add_argument("--content", default="tubingen", help="name in --content-dir, or a path")
+    ap.add_argument("--style", default="starry_night", help="name in --style-dir, or a path")
+    cli.add_image_dir_flags(ap)
+    cli.gatys_flags(ap, ("size", "iterations"), size=256, iterations=100)
     ap.add_argument("--out", default=None, help="folder for the JSON of all numbers")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    content = inputs.find_image(args, "content", args.content)
+    style = inputs.find_image(args, "style", args.style)
 
-    numbers, _ = run(args.content, args.style, args.size, args.iterations)
+    numbers, _ = run(str(content), str(style), args.size, args.iterations)
     s, t_eq = numbers["jax"], numbers["equal_time_seconds"]
     j_at, t_at = numbers["loss_at_equal_time"]["jax"], numbers["loss_at_equal_time"]["torch"]
     print(f"Gatys at {args.size}px, {args.iterations} L-BFGS iterations (VGG16, same losses)")

@@ -1,4 +1,4 @@
-"""python experiments/bench_johnson.py [--size 256] [--steps 5]   (about 5 minutes on 2 CPU cores)
+"""python -m experiments.bench_johnson [--size 256] [--steps 5]   (about 5 minutes on 2 CPU cores)
 
 Johnson et al. feed-forward style transfer, jaxstyle against PyTorch 2.13 in one run on the same
 network (pytorch/examples layout, nearest upsampling, instance norm), the same VGG16 weights and
@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
+from experiments.lib import timing
 
 
 def cost_flops(compiled) -> float | None:
@@ -55,7 +52,7 @@ def run(
     from jaxstyle import losses, train
     from jaxstyle.configs import TrainConfig
     from jaxstyle.nets.transformer_net import FULL, TransformerNet, init_params
-    from jaxstyle.nets.vgg import load_vgg
+    from jaxstyle.weights import load_vgg
 
     rng = np.random.default_rng(0)
     cfg = TrainConfig(image_size=size, batch_size=batch)
@@ -79,14 +76,14 @@ def run(
         holder[0], terms = step(holder[0], jbatch, vgg, grams, weights)
         jax.block_until_ready(terms)
 
-    j_step = common.median_time(jax_step, steps)
+    j_step = timing.median_time(jax_step, steps)
 
     # Inference, jaxstyle side.
     apply = jax.jit(lambda p, x: TransformerNet(FULL).apply({"params": p}, x))
     xs = {b: jnp.asarray(rng.random((b, size, size, 3), np.float32)) for b in infer_batches}
     infer = {}
     for b, x in xs.items():
-        tj = common.median_time(
+        tj = timing.median_time(
             lambda x=x: apply(holder[0].params, x).block_until_ready(), infer_repeats
         )
         flops = cost_flops(apply.lower(holder[0].params, x).compile())
@@ -105,7 +102,8 @@ def run(
         return numbers
 
     import torch
-    from torch_ref import TorchVGG, gram, transformer_net_class
+
+    from experiments.lib.torch_ref import TorchVGG, gram, transformer_net_class
 
     # PyTorch training step, same network and losses.
     torch.manual_seed(0)
@@ -132,24 +130,26 @@ def run(
         loss.backward()
         opt.step()
 
-    t_step = common.median_time(torch_step, steps)
+    t_step = timing.median_time(torch_step, steps)
     numbers["train_step_seconds"].update(torch=t_step, ratio=j_step / t_step)
     for b, x in xs.items():
         xt = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
         with torch.no_grad():
-            tt = common.median_time(lambda xt=xt: net(xt * 255.0), infer_repeats)
+            tt = timing.median_time(lambda xt=xt: net(xt * 255.0), infer_repeats)
         infer[b].update(torch_seconds=tt, torch_img_per_s=b / tt)
     numbers["versions"]["torch"] = torch.__version__
     return numbers
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m experiments.bench_johnson", description=__doc__.split("\n\n")[1]
+    )
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--out", default=None, help="folder for the JSON of all numbers")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     numbers = run(args.size, args.batch, args.steps)
     ts = numbers["train_step_seconds"]

@@ -1,19 +1,19 @@
-"""python experiments/bench_vs_torch.py [--out DIR] [--smoke]   (5.5 minutes on 2 CPU cores)
+"""python -m experiments.bench_vs_torch [--out DIR] [--smoke]   (5.5 minutes on 2 CPU cores)
 
 --smoke (64 px Gatys, 32 px Johnson, 3 L-BFGS iterations, 32 px CLI runs): about 2 minutes.
 Both runtimes were measured (JAX 0.10.2).
 
 jaxstyle against PyTorch 2.13 (the optional torch extra: ``pip install ".[torch]"``), the same
 workloads side by side in one run, on the same VGG16 weights, images and loss definitions
-(``experiments/torch_ref.py``):
+(``experiments/lib/torch_ref.py``):
 
 * Gatys function evaluation (loss and gradient with respect to the image; default layers
   relu4_2 / relu1_1-relu5_1) at 256 and 512 px (long side, tubingen: 256x192, 512x384);
-* Gatys L-BFGS iterations at the same sizes (``experiments/bench_gatys.py``: jaxstyle's unit
+* Gatys L-BFGS iterations at the same sizes (``experiments.bench_gatys``: jaxstyle's unit
   steps against torch.optim.LBFGS with its strong-Wolfe line search, which needs several
   evaluations per iteration, so seconds per evaluation are compared too);
 * Johnson training step (batch 4, 256 px, full network) and inference at 256 px, batch 1 and 8
-  (``experiments/bench_johnson.py``);
+  (``experiments.bench_johnson``);
 * a float32 matrix multiply (2048^3) in each framework, measured in the same run, as the
   machine's attainable rate: every workload's achieved GFLOP/s is given as a fraction of it.
 
@@ -50,9 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
+from experiments.lib import cli, inputs, outputs, paths, timing
 
 NAME = "bench_vs_torch"
 
@@ -132,13 +130,13 @@ def bench_matmul(n: int, repeats: int, with_torch: bool) -> dict:
     mm = jax.jit(jnp.dot)
     flops = 2.0 * n**3
     out = {"n": n, "flops": flops}
-    out["jax_seconds"] = common.median_time(lambda: mm(ja, jb).block_until_ready(), repeats)
+    out["jax_seconds"] = timing.median_time(lambda: mm(ja, jb).block_until_ready(), repeats)
     out["jax_gflops"] = flops / out["jax_seconds"] / 1e9
     if with_torch:
         import torch
 
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        out["torch_seconds"] = common.median_time(lambda: torch.mm(ta, tb), repeats)
+        out["torch_seconds"] = timing.median_time(lambda: torch.mm(ta, tb), repeats)
         out["torch_gflops"] = flops / out["torch_seconds"] / 1e9
     return out
 
@@ -147,8 +145,8 @@ def bench_gatys_eval(net, content, style, repeats: int, with_torch: bool) -> dic
     """One loss-and-gradient evaluation of the default Gatys objective."""
     import jax
     import jax.numpy as jnp
-    from bench_johnson import cost_flops
 
+    from experiments.bench_johnson import cost_flops
     from jaxstyle import gatys, losses
     from jaxstyle.configs import GatysConfig
 
@@ -174,7 +172,7 @@ def bench_gatys_eval(net, content, style, repeats: int, with_torch: bool) -> dic
     out = {
         "height": h,
         "width": wd,
-        "jax_seconds": common.median_time(
+        "jax_seconds": timing.median_time(
             lambda: jax.block_until_ready(compiled(x, net, ct, sg, w)), repeats
         ),
         "xla_flops": cost_flops(compiled),
@@ -182,7 +180,8 @@ def bench_gatys_eval(net, content, style, repeats: int, with_torch: bool) -> dic
     }
     if with_torch:
         import torch
-        from torch_ref import TorchVGG, gatys_objective, to_torch
+
+        from experiments.lib.torch_ref import TorchVGG, gatys_objective, to_torch
 
         loss_fn = gatys_objective(TorchVGG(net), to_torch(content), to_torch(style), cfg)
         xt = to_torch(content).clone().requires_grad_(True)
@@ -192,7 +191,7 @@ def bench_gatys_eval(net, content, style, repeats: int, with_torch: bool) -> dic
             total, _ = loss_fn(xt)
             total.backward()
 
-        out["torch_seconds"] = common.median_time(step, repeats)
+        out["torch_seconds"] = timing.median_time(step, repeats)
         out["torch_threads"] = torch.get_num_threads()
     return out
 
@@ -217,7 +216,7 @@ def time_to_first_result(
             home = homes[home_key]
             env = dict(os.environ, JAXSTYLE_HOME=str(home), **extra)
             env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(common.REPO), env.get("PYTHONPATH", "")) if p
+                p for p in (str(paths.REPO), env.get("PYTHONPATH", "")) if p
             )
             log = tmp / f"log{i}.json"
             cmd = [
@@ -260,21 +259,21 @@ def time_to_first_result(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = common.parser(__doc__, NAME)
-    ap.add_argument("--content", default="tubingen")
-    ap.add_argument("--style", default="starry_night")
-    ap.add_argument("--sizes", type=common.csv_list(int), default=(256, 512), help="Gatys sizes")
+    ap = cli.parser(__doc__, NAME)
+    ap.add_argument("--content", default="tubingen", help="name in --content-dir, or a path")
+    ap.add_argument("--style", default="starry_night", help="name in --style-dir, or a path")
+    ap.add_argument("--sizes", type=cli.csv_list(int), default=(256, 512), help="Gatys sizes")
     ap.add_argument("--lbfgs-iterations", type=int, default=20)
     ap.add_argument("--johnson-size", type=int, default=256)
     ap.add_argument("--johnson-batch", type=int, default=4)
-    ap.add_argument("--infer-batches", type=common.csv_list(int), default=(1, 8))
+    ap.add_argument("--infer-batches", type=cli.csv_list(int), default=(1, 8))
     ap.add_argument("--matmul", type=int, default=2048, help="matrix side")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--cli-size", type=int, default=256)
     ap.add_argument("--cli-iterations", type=int, default=10)
     ap.add_argument("--no-torch", action="store_true", help="jaxstyle side only")
-    args = ap.parse_args(argv)
-    common.smoke(
+    args = cli.parse(ap, argv)
+    cli.smoke(
         args,
         ap,
         sizes=(64,),
@@ -287,8 +286,8 @@ def main(argv: list[str] | None = None) -> dict:
         cli_size=32,
         cli_iterations=2,
     )
-    if args.net != "vgg16":
-        ap.error("the benchmarks use VGG16 (Johnson et al.'s loss network)")
+    cp = inputs.find_image(args, "content", args.content)
+    sp = inputs.find_image(args, "style", args.style)
     with_torch = not args.no_torch
     if with_torch:
         try:
@@ -296,19 +295,15 @@ def main(argv: list[str] | None = None) -> dict:
         except ImportError:
             print("PyTorch is not installed (pip install '.[torch]'): jaxstyle side only")
             with_torch = False
-    import bench_gatys
-    import bench_johnson
-
+    from experiments import bench_gatys, bench_johnson
     from jaxstyle import weights as jw
     from jaxstyle.configs import TrainConfig
     from jaxstyle.nets.transformer_net import FULL
 
     # No persistent compilation cache here: compile times are part of what is reported.
-    out = common.Outputs(args.out, NAME, args)
-    net = common.load_net(args)
-    cp = common.image_path(args.images, "content", args.content)
-    sp = common.image_path(args.images, "style", args.style)
-    env = common.run_env()
+    out = outputs.Outputs(args.out, NAME, args)
+    net = inputs.load_net(args)
+    env = outputs.run_env()
     if with_torch:
         env["torch"] = torch.__version__
         env["torch_threads"] = torch.get_num_threads()
@@ -342,7 +337,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     sheet, panels, lbfgs = [], [], {}
     for size in args.sizes:
-        content, style = common.load(cp, size), common.load(sp, size)
+        content, style = inputs.load(cp, size), inputs.load(sp, size)
         print(f"Gatys evaluation at {size} px ...", flush=True)
         ev = bench_gatys_eval(net, content, style, args.repeats, with_torch)
         eval_row = add(
@@ -378,12 +373,12 @@ def main(argv: list[str] | None = None) -> dict:
                 (
                     extras["jax"],
                     f"jaxstyle: {j['iterations']} its, {j['s_per_iteration']:.3f} s/it\n"
-                    f"loss {common.fmt(j['final_loss_clipped'])}",
+                    f"loss {outputs.fmt(j['final_loss_clipped'])}",
                 ),
                 (
                     extras["torch"],
                     f"pytorch: {t['iterations']} its, {t['s_per_iteration']:.3f} s/it\n"
-                    f"loss {common.fmt(t['final_loss_clipped'])}",
+                    f"loss {outputs.fmt(t['final_loss_clipped'])}",
                 ),
             ]
         )
@@ -435,7 +430,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
 
     print("time to first result (3 CLI runs) ...", flush=True)
-    weights_file = Path(args.weights).resolve() if args.weights else jw.cache_path(args.net)
+    weights_file = Path(args.weights).resolve() if args.weights else jw.cache_path("vgg16")
     ttfr = time_to_first_result(cp, sp, args.cli_size, args.cli_iterations, weights_file)
 
     if sheet:
@@ -491,9 +486,9 @@ def main(argv: list[str] | None = None) -> dict:
             + f". Medians of {args.repeats} runs after a warm-up. `ratio_jax_torch` is jaxstyle's "
             "time over PyTorch's (below 1: jaxstyle faster).",
             f"## Matrix multiply ({args.matmul}^3, float32)\n\n"
-            + common.md_table(mm_rows, ["framework", "gflops", "seconds"]),
+            + outputs.md_table(mm_rows, ["framework", "gflops", "seconds"]),
             "## Workloads\n\n"
-            + common.md_table(
+            + outputs.md_table(
                 rows,
                 [
                     "workload",
@@ -517,14 +512,14 @@ def main(argv: list[str] | None = None) -> dict:
             "jaxstyle's (one evaluation per iteration). Sizes are the long side.",
             f"## Time to first result (`jaxstyle stylize`, {args.cli_size} px, "
             f"{args.cli_iterations} iterations, fresh process)\n\n"
-            + common.md_table(
+            + outputs.md_table(
                 ttfr,
                 ["run", "wall_seconds", "compile_seconds", "optimisation_seconds", "cache_files"],
             )
             + f"\nThe persistent compilation cache saves "
-            f"{common.fmt(cold['wall_seconds'] - warm['wall_seconds'])} s of "
-            f"{common.fmt(cold['wall_seconds'])} s on the second run; with it disabled a run "
-            f"takes {common.fmt(off['wall_seconds'])} s.",
+            f"{outputs.fmt(cold['wall_seconds'] - warm['wall_seconds'])} s of "
+            f"{outputs.fmt(cold['wall_seconds'])} s on the second run; with it disabled a run "
+            f"takes {outputs.fmt(off['wall_seconds'])} s.",
         ],
     )
     print(f"wrote {out.dir}: " + ", ".join(sorted(set(out.written))))

@@ -1,4 +1,4 @@
-"""python experiments/choose_style_weight.py --objective gatys|johnson   (~6 min on 2 CPU cores)
+"""python -m experiments.choose_style_weight --objective gatys|johnson   (~6 min on 2 CPU cores)
 
 How the default style weights were chosen: the image is optimised (Gatys, L-BFGS, from the
 content image) for several style weights and the results are put side by side.
@@ -23,29 +23,33 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
+from experiments.lib import cli, inputs
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--content", default=str(IMAGES / "content" / "tubingen.jpg"))
-    ap.add_argument("--style", default=str(IMAGES / "style" / "starry_night.jpg"))
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--iterations", type=int, default=100)
+    ap = argparse.ArgumentParser(
+        prog="python -m experiments.choose_style_weight", description=__doc__.split("\n\n")[1]
+    )
+    ap.add_argument("--content", default="tubingen", help="name in --content-dir, or a path")
+    ap.add_argument("--style", default="starry_night", help="name in --style-dir, or a path")
+    cli.add_image_dir_flags(ap)
+    cli.gatys_flags(ap, ("size", "iterations"), size=256, iterations=100)
     ap.add_argument("--weights", default="1,10,100,1000", help="style weights to compare")
     ap.add_argument("--objective", choices=("gatys", "johnson"), default="gatys")
     ap.add_argument("--out", default="out/choose_style_weight")
     args = ap.parse_args(argv)
+    content_path = inputs.find_image(args, "content", args.content)
+    style_path = inputs.find_image(args, "style", args.style)
 
     from jaxstyle import gatys
     from jaxstyle import images as imlib
     from jaxstyle.configs import JOHNSON_STYLE_LAYERS, GatysConfig
-    from jaxstyle.nets.vgg import load_vgg
+    from jaxstyle.weights import load_vgg
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    content = imlib.load_image(args.content)
-    style = imlib.load_image(args.style)
+    content = imlib.load_image(content_path)
+    style = imlib.load_image(style_path)
     net = load_vgg("vgg16")
     base = GatysConfig(size=args.size, iterations=args.iterations, progress_every=args.iterations)
     if args.objective == "johnson":

@@ -1,18 +1,19 @@
-"""python experiments/compare_methods.py [--out DIR] [--smoke]   (12 minutes on 2 CPU cores)
+"""python -m experiments.compare_methods [--out DIR] [--smoke]   (12 minutes on 2 CPU cores)
 
 --smoke (two content images at 48 px, 2 Gatys iterations, a tiny network trained 2 steps):
 about 40 s. Both runtimes were measured (JAX 0.10.2). Tally votes with
-``python experiments/compare_methods.py --out DIR --tally VOTES...``.
+``python -m experiments.compare_methods --out DIR --tally VOTES...``.
 
 The report's section 7.2: one style and four content images, stylised by Gatys et al.
 (iterative, jaxstyle's L-BFGS) and by Johnson et al. (feed-forward), side by side with the
 seconds each method spends per image, and a blind A/B page to repeat its preference survey
 (20 people, 80 votes: 59 for Gatys, 21 for Johnson) with real people.
 
-Gatys runs with jaxstyle's defaults (VGG16, relu4_2 content, relu1_1-relu5_1 style, style
-weight 10) at ``--size`` for ``--iterations`` (100; the library default is 500). Johnson uses
+Gatys runs with jaxstyle's defaults (VGG16, relu4_2 content, relu1_1-relu5_1 style,
+``--style-weight`` 10) at ``--size`` for ``--iterations`` (100; the library default is 500);
+its flags are ``jaxstyle stylize``'s. Johnson uses
 ``--model`` (a training workdir or a model file from ``jaxstyle train``/``jaxstyle export``) or,
-without it, trains one here on ``--train-data`` (default: the content folder itself, four
+without it, trains one here on ``--train-data`` (default: ``--content-dir`` itself, four
 photos, so the network is tested on its training images; the report trained on COCO):
 ``--train-steps 300`` steps of the full network at 128 px, about 14 minutes; the report's 10,000
 steps at 256 px are ``--train-steps 10000 --train-size 256``.
@@ -44,9 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
+from experiments.lib import analysis, cli, inputs, outputs, report
 
 NAME = "compare_methods"
 
@@ -59,7 +58,7 @@ def binomial_p(k: int, n: int) -> float:
     return float(min(1.0, sum(p for p in probs if p <= probs[k] * (1 + 1e-9))))
 
 
-def write_ab_page(out: common.Outputs, items, seed: int) -> dict:
+def write_ab_page(out: outputs.Outputs, items, seed: int) -> dict:
     """The blind A/B page: ``items`` is ``[(pair name, {method: image})]``.
 
     Returns the key: which file is which method, and the order shown.
@@ -188,13 +187,13 @@ def run_tally(args) -> dict:
     pairs = [{"pair": p, **c} for p, c in res["by_pair"].items()]
     md = (
         f"# A/B survey tally\n\n{res['voters']} voters, {res['votes']} votes.\n\n"
-        + common.md_table(rows, ["method", "votes"])
+        + outputs.md_table(rows, ["method", "votes"])
         + "\n"
-        + common.md_table(pairs, ["pair", "gatys", "johnson"])
+        + outputs.md_table(pairs, ["pair", "gatys", "johnson"])
         + f"\nLeft chosen {res['by_side']['left']}, right {res['by_side']['right']}. "
         f"Exact two-sided binomial test against no preference: p = "
-        f"{common.fmt(res['binomial_p_two_sided'])}. The report: 59 of 80 votes for Gatys "
-        f"(p = {common.fmt(res['report']['binomial_p'])}).\n"
+        f"{outputs.fmt(res['binomial_p_two_sided'])}. The report: 59 of 80 votes for Gatys "
+        f"(p = {outputs.fmt(res['report']['binomial_p'])}).\n"
     )
     (out_dir / "tally.md").write_text(md)
     print(md)
@@ -204,51 +203,60 @@ def run_tally(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = common.parser(__doc__, NAME)
-    ap.add_argument("--style", default="starry_night")
-    ap.add_argument("--content", nargs="+", default=[c for c, _ in common.DEFAULT_PAIRS])
-    ap.add_argument("--size", type=int, default=256, help="long side of every output")
-    ap.add_argument("--iterations", type=int, default=100, help="Gatys L-BFGS iterations")
-    ap.add_argument("--gatys-style-weight", type=float, default=None, help="default: library's")
-    ap.add_argument("--model", default=None, help="Johnson model (workdir or file); else train")
-    ap.add_argument("--train-data", default=None, help="folder (default: the content folder)")
-    ap.add_argument("--train-steps", type=int, default=300)
-    ap.add_argument("--train-size", type=int, default=128)
-    ap.add_argument("--transformer", default="full", choices=("full", "tiny"))
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--johnson-style-weight", type=float, default=None, help="default: library's")
+    ap = cli.parser(__doc__, NAME)
+    ap.add_argument("--style", default="starry_night", help="name in --style-dir, or a path")
+    ap.add_argument(
+        "--content",
+        nargs="+",
+        default=[c for c, _ in report.DEFAULT_PAIRS],
+        help="names in --content-dir, or paths",
+    )
+    gatys_group = ap.add_argument_group("Gatys (jaxstyle stylize's flags; --size for both)")
+    cli.gatys_flags(
+        gatys_group, ("net", "size", "iterations", "style_weight"), size=256, iterations=100
+    )
+    johnson = ap.add_argument_group("Johnson")
+    johnson.add_argument("--model", default=None, help="model (workdir or file); else train")
+    johnson.add_argument("--train-data", default=None, help="folder (default: --content-dir)")
+    johnson.add_argument("--train-steps", type=int, default=300)
+    johnson.add_argument("--train-size", type=int, default=128)
+    johnson.add_argument("--transformer", default="full", choices=("full", "tiny"))
+    johnson.add_argument("--batch-size", type=int, default=4)
+    johnson.add_argument(
+        "--johnson-style-weight", type=float, default=None, help="default: train's"
+    )
     ap.add_argument("--tally", nargs="+", default=None, metavar="VOTES", help="count votes")
-    args = ap.parse_args(argv)
+    args = cli.parse(ap, argv)
     if args.tally:
         return run_tally(args)
-    common.smoke(
+    cli.smoke(
         args,
         ap,
         size=48,
         iterations=2,
-        content=[c for c, _ in common.DEFAULT_PAIRS[:2]],
+        content=[c for c, _ in report.DEFAULT_PAIRS[:2]],
         train_steps=2,
         train_size=32,
         transformer="tiny",
         batch_size=2,
     )
+    sp = inputs.find_image(args, "style", args.style)
+    content_files = [inputs.find_image(args, "content", c) for c in args.content]
+    if not args.model:
+        data = Path(args.train_data) if args.train_data else inputs.image_dir(args, "content")
 
     import jax
     import jax.numpy as jnp
 
     from jaxstyle import gatys, inference, train
-    from jaxstyle.configs import GatysConfig, TrainConfig
+    from jaxstyle.configs import TrainConfig
     from jaxstyle.nets import transformer_net
 
-    common.setup()
-    out = common.Outputs(args.out, NAME, args)
-    net = common.load_net(args)
-    sp = common.image_path(args.images, "style", args.style)
-    style = common.load(sp, args.size)
-    contents = [
-        (p.stem, common.load(p, args.size))
-        for p in (common.image_path(args.images, "content", c) for c in args.content)
-    ]
+    inputs.enable_compile_cache()
+    out = outputs.Outputs(args.out, NAME, args)
+    net = inputs.load_net(args)
+    style = inputs.load(sp, args.size)
+    contents = [(p.stem, inputs.load(p, args.size)) for p in content_files]
 
     # Johnson: a given model, or one trained here.
     training, train_info = [], {}
@@ -256,7 +264,6 @@ def main(argv: list[str] | None = None) -> dict:
         params, ncfg, meta = inference.load_any(args.model)
         train_info = {"model": args.model, "meta": {k: str(v) for k, v in meta.items()}}
     else:
-        data = Path(args.train_data) if args.train_data else Path(args.images) / "content"
         tcfg = TrainConfig(
             data=f"folder:{data}",
             net=args.transformer,
@@ -294,20 +301,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     # One jitted function for every image: stylize pads sizes not divisible by 4.
     apply = jax.jit(functools.partial(transformer_net.stylize, config=ncfg))
-    gcfg = GatysConfig(
-        net=args.net,
-        size=args.size,
-        iterations=args.iterations,
-        seed=args.seed,
-        progress_every=max(1, min(args.iterations, 50)),
-        **({} if args.gatys_style_weight is None else {"style_weight": args.gatys_style_weight}),
-    )
+    gcfg = cli.gatys_config(args, progress_every=max(1, min(args.iterations, 50)))
     rows, sheet, curves, ab_items = [], [], {}, []
     for name, content in contents:
         res = gatys.stylize([content], [style], net, gcfg, progress=False)
         s = res.log["summary"]
         g_img = res.images[0]
-        curves[name] = common.curve(res.log["iterations"], "total")[1]
+        curves[name] = analysis.curve(res.log["iterations"], "total")[1]
 
         x = jnp.asarray(content[None])
         t0 = time.perf_counter()
@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> dict:
         "sheet.png",
         sheet,
         f"Gatys vs Johnson: style {sp.stem}, {args.size} px, seconds per image on "
-        f"{common.run_env()['machine']}",
+        f"{outputs.run_env()['machine']}",
     )
     out.csv("results.csv", rows)
     panels = [
@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> dict:
             "mean": means,
             "gatys_curves": curves,
             "johnson_training": training,
-            "env": common.run_env(),
+            "env": outputs.run_env(),
         },
     )
     jtrain = ""
@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> dict:
         jtrain = (
             f" The Johnson network ({args.transformer}) was trained here for "
             f"{args.train_steps} steps at {args.train_size} px on `{train_info['data']}` in "
-            f"{common.fmt(train_info['train_seconds'])} s: that cost comes before its first "
+            f"{outputs.fmt(train_info['train_seconds'])} s: that cost comes before its first "
             f"image and is amortised over every image of this style."
         )
     out.summary(
@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> dict:
             + (f"model `{args.model}`." if args.model else "trained here.")
             + jtrain,
             "## Seconds per image\n\n"
-            + common.md_table(
+            + outputs.md_table(
                 [*rows, means],
                 [
                     "image",
@@ -428,9 +428,9 @@ def main(argv: list[str] | None = None) -> dict:
             ),
             "## Survey\n\nOpen `ab/index.html` in a browser (or serve `ab/`), let each person "
             "vote and press *Save votes*, then count with\n\n"
-            f"    python experiments/{NAME}.py --out {args.out} --tally votes-*.json\n\n"
+            f"    python -m experiments.{NAME} --out {args.out} --tally votes-*.json\n\n"
             "The report had 80 votes, 59 for Gatys (exact two-sided binomial test p = "
-            f"{common.fmt(binomial_p(59, 80))}).",
+            f"{outputs.fmt(binomial_p(59, 80))}).",
         ],
     )
     print(f"wrote {out.dir}: " + ", ".join(sorted(set(out.written))))

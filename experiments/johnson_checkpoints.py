@@ -1,4 +1,4 @@
-"""python experiments/johnson_checkpoints.py [--out DIR] [--smoke]   (20 minutes on 2 CPU cores)
+"""python -m experiments.johnson_checkpoints [--out DIR] [--smoke]   (20 minutes on 2 CPU cores)
 
 --smoke (tiny network, 32 px, batch 2, checkpoints at 2 and 4 steps): about 45 s.
 Both runtimes were measured (JAX 0.10.2).
@@ -8,16 +8,17 @@ training run, its network applied at several step counts side by side, and style
 against 1,000 ("the style is being overemphasized" at 2,000).
 
 Each report weight trains its own network (``jaxstyle.train.train_and_evaluate``) on a folder of
-content images (default: ``../shared/images/content``, four photos; the report used 80,000 COCO
-images), in segments that stop at each ``--checkpoints`` step; after each segment the latest
-checkpoint is restored and applied to the first ``--test`` images at ``--test-size`` px.
+content images (``--data``, default ``--content-dir``: ``../shared/images/content`` has four
+photos; the report used 80,000 COCO images), in segments that stop at each ``--checkpoints``
+step; after each segment the latest checkpoint is restored and applied to the first
+``--test`` images at ``--test-size`` px.
 Defaults are sized for a CPU: the full network at 128 px crops, batch 4, checkpoints at
 100/200/300 steps (about 3 s per step on 2 cores, so about 15 minutes per weight). The report's
 values are one flag away: ``--image-size 256 --checkpoints 10000,11000,12000,13000`` (days on a
 CPU).
 
 Style weights are the report's mapped to ours by k measured with the Johnson layers (content
-relu2_2; style relu1_2, relu2_2, relu3_3, relu4_3), as in ``experiments/common.py``.
+relu2_2; style relu1_2, relu2_2, relu3_3, relu4_3), as in ``experiments/lib/report.py``.
 
 Writes ``sheet.png`` (per weight and test image: content, style, output at each checkpoint),
 ``checkpoints.csv`` (per weight, checkpoint and test image: content/style loss of the output,
@@ -30,17 +31,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
+from experiments.lib import cli, inputs, outputs, paths, report
 
 NAME = "johnson_checkpoints"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def step_seconds(training: list[dict], w_rep: float, prev: int, step: int) -> float:
@@ -57,9 +54,11 @@ def step_seconds(training: list[dict], w_rep: float, prev: int, step: int) -> fl
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = common.parser(__doc__, NAME)
-    ap.add_argument("--style", default="starry_night")
-    ap.add_argument("--data", default=None, help="folder of training images (default: content/)")
+    ap = cli.parser(__doc__, NAME)
+    ap.add_argument("--style", default="starry_night", help="name in --style-dir, or a path")
+    ap.add_argument(
+        "--data", default=None, help="folder of training images (default: --content-dir)"
+    )
     ap.add_argument("--test", type=int, default=2, help="test images: the first N of --data")
     ap.add_argument("--test-size", type=int, default=256, help="long side of test outputs")
     ap.add_argument("--transformer", default="full", choices=("full", "tiny"))
@@ -67,11 +66,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--style-size", type=int, default=256, help="style image long side")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--checkpoints", type=common.csv_list(int), default=(100, 200, 300))
-    ap.add_argument("--report-weights", type=common.csv_list(float), default=(2000.0, 1000.0))
-    common.add_mapping_flags(ap)
-    args = ap.parse_args(argv)
-    common.smoke(
+    ap.add_argument("--checkpoints", type=cli.csv_list(int), default=(100, 200, 300))
+    ap.add_argument("--report-weights", type=cli.csv_list(float), default=(2000.0, 1000.0))
+    report.add_mapping_flags(ap)
+    args = cli.parse(ap, argv)
+    cli.smoke(
         args,
         ap,
         transformer="tiny",
@@ -84,37 +83,35 @@ def main(argv: list[str] | None = None) -> dict:
     ckpts = sorted(set(args.checkpoints))
     if not ckpts or ckpts[0] < 1:
         ap.error("--checkpoints must be positive step counts")
+    data = Path(args.data) if args.data else inputs.image_dir(args, "content")
+    if not data.is_dir() or not (files := paths.list_images(data)):
+        cli.fail(f"--data {data}: no images there")
+    sp = inputs.find_image(args, "style", args.style)
 
     from jaxstyle import inference, train
     from jaxstyle.configs import TrainConfig
 
-    common.setup()
-    out = common.Outputs(args.out, NAME, args)
-    net = common.load_net(args)
-    if net.arch != "vgg16":
-        ap.error("Johnson training uses VGG16 (--net vgg16)")
-    data = Path(args.data) if args.data else Path(args.images) / "content"
-    files = sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        ap.error(f"no images in {data}")
-    sp = common.image_path(args.images, "style", args.style)
-    style = common.load(sp, args.style_size)
-    tests = [(p.stem, common.load(p, args.test_size)) for p in files[: args.test]]
+    inputs.enable_compile_cache()
+    out = outputs.Outputs(args.out, NAME, args)
+    # Johnson et al.'s loss network, which the trainer uses.
+    net = inputs.load_net(args, arch="vgg16")
+    style = inputs.load(sp, args.style_size)
+    tests = [(p.stem, inputs.load(p, args.test_size)) for p in files[: args.test]]
 
     base = TrainConfig(data=f"folder:{data}")
     c_layers, s_layers = tuple(base.content_layers), tuple(base.style_layers)
-    mapping = common.scale_for(
+    mapping = report.scale_for(
         args,
         net,
-        [(f"{n}+{sp.stem}", img, common.load(sp, args.test_size)) for n, img in tests],
+        [(f"{n}+{sp.stem}", img, inputs.load(sp, args.test_size)) for n, img in tests],
         c_layers,
         s_layers,
     )
     k = mapping["k"]
 
-    rows, training, outputs, timing = [], [], {}, []
+    rows, training, by_image, compile_times = [], [], {}, []
     for w_rep in args.report_weights:
-        w = common.map_weight(w_rep, k, args.weight_map)
+        w = report.map_weight(w_rep, k, args.weight_map)
         cfg = TrainConfig(
             data=f"folder:{data}",
             net=args.transformer,
@@ -137,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
                 cfg, workdir, str(sp), net, progress=False, stop_after=step - done
             )
             done = step
-            timing.append(
+            compile_times.append(
                 {
                     "report_style_weight": w_rep,
                     "step": step,
@@ -147,8 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
             params, ncfg, _ = train.restore_params(workdir)
             ys = inference.apply_images(params, ncfg, [img for _, img in tests], bucket=4)
             for (name, img), y in zip(tests, ys, strict=True):
-                prev = outputs.get((w_rep, name))
-                c, s = common.loss_terms(net, y, img, style, c_layers, s_layers, report=False)
+                prev = by_image.get((w_rep, name))
+                c, s = report.loss_terms(net, y, img, style, c_layers, s_layers, report=False)
                 rows.append(
                     {
                         "report_style_weight": w_rep,
@@ -164,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
                         ),
                     }
                 )
-                outputs.setdefault((w_rep, name), []).append((step, y))
+                by_image.setdefault((w_rep, name), []).append((step, y))
                 out.image(f"outputs/sw{w_rep:g}_{name}_step{step}.png", y)
         for line in (workdir / "metrics.jsonl").read_text().splitlines():
             r = json.loads(line)
@@ -172,10 +169,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     sheet = []
     for w_rep in args.report_weights:
-        w = common.map_weight(w_rep, k, args.weight_map)
+        w = report.map_weight(w_rep, k, args.weight_map)
         for name, img in tests:
             row = [(img, f"content {name}"), (style, f"style {sp.stem}")]
-            for step, y in outputs[(w_rep, name)]:
+            for step, y in by_image[(w_rep, name)]:
                 r = next(
                     r
                     for r in rows
@@ -187,8 +184,8 @@ def main(argv: list[str] | None = None) -> dict:
                     (
                         y,
                         f"sw {w_rep:g} (ours {w:g}), step {step}\n"
-                        f"content {common.fmt(r['content_loss'])}\n"
-                        f"style {common.fmt(r['style_loss'])}",
+                        f"content {outputs.fmt(r['content_loss'])}\n"
+                        f"style {outputs.fmt(r['style_loss'])}",
                     )
                 )
             sheet.append(row)
@@ -250,10 +247,10 @@ def main(argv: list[str] | None = None) -> dict:
         less_content = final[hi]["mean_content_loss"] > final[lo]["mean_content_loss"]
         findings.append(
             f"* At step {ckpts[-1]}, report weight {hi:g} vs {lo:g}: mean style loss "
-            f"{common.fmt(final[hi]['mean_style_loss'])} vs "
-            f"{common.fmt(final[lo]['mean_style_loss'])}, mean content loss "
-            f"{common.fmt(final[hi]['mean_content_loss'])} vs "
-            f"{common.fmt(final[lo]['mean_content_loss'])}: the heavier weight "
+            f"{outputs.fmt(final[hi]['mean_style_loss'])} vs "
+            f"{outputs.fmt(final[lo]['mean_style_loss'])}, mean content loss "
+            f"{outputs.fmt(final[hi]['mean_content_loss'])} vs "
+            f"{outputs.fmt(final[lo]['mean_content_loss'])}: the heavier weight "
             + (
                 "matches the style more closely at the content's expense, as the report saw."
                 if more_style and less_content
@@ -269,7 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
             ]
             findings.append(
                 f"* Report weight {w_rep:g}: mean absolute pixel change between consecutive "
-                f"checkpoints {', '.join(common.fmt(c) for c in ch)} (pixels in [0, 1]); the "
+                f"checkpoints {', '.join(outputs.fmt(c) for c in ch)} (pixels in [0, 1]); the "
                 "report saw no significant difference after 10,000 steps."
             )
     out.json(
@@ -285,9 +282,9 @@ def main(argv: list[str] | None = None) -> dict:
             "mapping": mapping,
             "per_step": per_step,
             "checkpoints": rows,
-            "compile": timing,
+            "compile": compile_times,
             "training": training,
-            "env": common.run_env(),
+            "env": outputs.run_env(),
         },
     )
     out.summary(
@@ -299,9 +296,9 @@ def main(argv: list[str] | None = None) -> dict:
             f", style {','.join(s_layers)}. Test outputs at {args.test_size} px for "
             f"{', '.join(n for n, _ in tests)} (from the training folder: the report used "
             "held-out photos).",
-            common.MAPPING_NOTE + f" Measured k = {common.fmt(k)}.",
+            report.MAPPING_NOTE + f" Measured k = {outputs.fmt(k)}.",
             "## Per checkpoint (means over the test images)\n\n"
-            + common.md_table(
+            + outputs.md_table(
                 per_step,
                 [
                     "report_style_weight",

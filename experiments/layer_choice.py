@@ -1,4 +1,4 @@
-"""python experiments/layer_choice.py [--out DIR] [--smoke]   (1.5 minutes on 2 CPU cores)
+"""python -m experiments.layer_choice [--out DIR] [--smoke]   (1.5 minutes on 2 CPU cores)
 
 --smoke (Figure 9 only, 64 px, 2 iterations): about 20 s.
 Both runtimes were measured (JAX 0.10.2).
@@ -16,7 +16,7 @@ settings (content weight 1, 15 iterations, average pooling, content initialisati
 * Figure 10 (1,000): style conv1_1-conv2_2 vs conv1_1 ... conv5_1, content conv2_1 in both.
 
 Every setting maps the report's style weight to ours with its own factor k (the balance of the
-two terms depends on the layers; see ``experiments/common.py``). ``--figures 7,8`` picks
+two terms depends on the layers; see ``experiments/lib/report.py``). ``--figures 7,8`` picks
 figures; ``--iterations 300`` is the report's Ite=15 counted as torch LBFGS steps of 20
 iterations; ``--content/--style`` pick the images (the report does not name them).
 
@@ -26,12 +26,7 @@ Writes ``sheet.png`` (one row per figure: content, style, the two outputs), ``re
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
+from experiments.lib import analysis, cli, inputs, outputs, report
 
 NAME = "layer_choice"
 S4 = ("conv1_1", "conv1_2", "conv2_1", "conv2_2")
@@ -52,32 +47,31 @@ def short(layers) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = common.parser(__doc__, NAME)
-    ap.add_argument("--content", default="tubingen")
-    ap.add_argument("--style", default="starry_night")
-    ap.add_argument("--figures", type=common.csv_list(int), default=tuple(FIGURES))
-    ap.add_argument("--size", type=int, default=256, help="long side of the outputs")
-    ap.add_argument("--iterations", type=int, default=15, help="L-BFGS iterations (ours)")
-    ap.add_argument("--pooling", default="avg", choices=("max", "avg"))
-    ap.add_argument("--init", default="content", help="content, noise, style or a path")
-    common.add_mapping_flags(ap)
-    args = ap.parse_args(argv)
-    common.smoke(args, ap, size=64, iterations=2, figures=(9,))
+    ap = cli.parser(__doc__, NAME)
+    ap.add_argument("--content", default="tubingen", help="name in --content-dir, or a path")
+    ap.add_argument("--style", default="starry_night", help="name in --style-dir, or a path")
+    ap.add_argument("--figures", type=cli.csv_list(int), default=tuple(FIGURES))
+    # The report's settings; the layers and the style weight are each figure's.
+    cli.gatys_flags(
+        ap, ("net", "size", "iterations", "pooling", "init"), size=256, iterations=15, pooling="avg"
+    )
+    report.add_mapping_flags(ap)
+    args = cli.parse(ap, argv)
+    cli.smoke(args, ap, size=64, iterations=2, figures=(9,))
     bad = [f for f in args.figures if f not in FIGURES]
     if bad:
         ap.error(f"unknown figures {bad}; choose from {sorted(FIGURES)}")
+    cp = inputs.find_image(args, "content", args.content)
+    sp = inputs.find_image(args, "style", args.style)
 
     import jax.numpy as jnp
 
     from jaxstyle import gatys, losses
-    from jaxstyle.configs import GatysConfig
 
-    common.setup()
-    out = common.Outputs(args.out, NAME, args)
-    net = common.load_net(args, args.pooling)
-    cp = common.image_path(args.images, "content", args.content)
-    sp = common.image_path(args.images, "style", args.style)
-    content, style = common.load(cp, args.size), common.load(sp, args.size)
+    inputs.enable_compile_cache()
+    out = outputs.Outputs(args.out, NAME, args)
+    net = inputs.load_net(args, args.pooling)
+    content, style = inputs.load(cp, args.size), inputs.load(sp, args.size)
     pair = f"{cp.stem}+{sp.stem}"
     tv_content = float(losses.tv_loss(jnp.asarray(content)[None])[0])
 
@@ -86,19 +80,14 @@ def main(argv: list[str] | None = None) -> dict:
         w_rep, settings = FIGURES[fig]
         sheet_row = [(content, f"Figure {fig}\ncontent {cp.stem}"), (style, f"style {sp.stem}")]
         for which, (c_layers, s_layers) in zip("ab", settings, strict=True):
-            mapping = common.scale_for(args, net, [(pair, content, style)], c_layers, s_layers)
-            w = common.map_weight(w_rep, mapping["k"], args.weight_map)
-            cfg = GatysConfig(
-                net=args.net,
-                size=args.size,
-                iterations=args.iterations,
+            mapping = report.scale_for(args, net, [(pair, content, style)], c_layers, s_layers)
+            w = report.map_weight(w_rep, mapping["k"], args.weight_map)
+            cfg = cli.gatys_config(
+                args,
                 content_weight=1.0,
                 style_weight=w,
                 content_layers=c_layers,
                 style_layers=s_layers,
-                pooling=args.pooling,
-                init=args.init,
-                seed=args.seed,
                 progress_every=max(1, args.iterations),
             )
             res = gatys.stylize([content], [style], net, cfg, progress=False)
@@ -125,9 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "compile_seconds": s["compile_seconds"],
                 }
             )
-            curves[key] = {
-                k: common.curve(res.log["iterations"], k)[1] for k in ("total", "content", "style")
-            }
+            log = res.log["iterations"]
+            curves[key] = {k: analysis.curve(log, k)[1] for k in ("total", "content", "style")}
             out.image(f"outputs/{key}.png", res.images[0])
             sheet_row.append(
                 (
@@ -185,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
             "figures": {str(f): {"report_style_weight": FIGURES[f][0]} for f in args.figures},
             "results": rows,
             "curves": curves,
-            "env": common.run_env(),
+            "env": outputs.run_env(),
         },
     )
     noisiest = max(rows, key=lambda r: r["tv_ratio"])
@@ -194,12 +182,12 @@ def main(argv: list[str] | None = None) -> dict:
         [
             f"Images {pair} at {args.size} px; {args.iterations} L-BFGS iterations, "
             f"{args.pooling} pooling, init {args.init}, content weight 1, {net.arch} "
-            f"({net.convention} weights). Content total variation (TV) {common.fmt(tv_content)}.",
-            common.MAPPING_NOTE
+            f"({net.convention} weights). Content total variation (TV) {outputs.fmt(tv_content)}.",
+            report.MAPPING_NOTE
             + " Here k is measured per setting, because the style/content balance depends on "
             "the layers.",
             "## Results\n\n"
-            + common.md_table(
+            + outputs.md_table(
                 rows,
                 [
                     "setting",
@@ -220,13 +208,13 @@ def main(argv: list[str] | None = None) -> dict:
             "high-frequency noise.",
             f"## Noise (report Figure 11)\n\nThe noisiest output is {noisiest['setting']} "
             f"(content {noisiest['content_layers']}, style {noisiest['style_layers']}) with "
-            f"{common.fmt(noisiest['tv_ratio'])} times the content image's total variation."
+            f"{outputs.fmt(noisiest['tv_ratio'])} times the content image's total variation."
             + (
                 " This is the report's Figure 11 setting, which it found noisy."
                 if noisiest["setting"] == "fig9a"
                 else ""
             ),
-            "## Iterations\n\n" + common.REPORT_ITERATIONS_NOTE,
+            "## Iterations\n\n" + report.REPORT_ITERATIONS_NOTE,
         ],
     )
     print(f"wrote {out.dir}: " + ", ".join(sorted(set(out.written))))

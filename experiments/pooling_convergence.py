@@ -1,4 +1,4 @@
-"""python experiments/pooling_convergence.py [--out DIR] [--smoke]   (3.5 minutes on 2 CPU cores)
+"""python -m experiments.pooling_convergence [--out DIR] [--smoke]   (3.5 minutes on 2 CPU cores)
 
 --smoke (48 px, 2 seeds, 4 iterations): about 25 s.
 Both runtimes were measured (JAX 0.10.2).
@@ -8,7 +8,7 @@ pooling "in around 15-30", and average pooling run for 50 iterations diverged (i
 This runs both poolings from several random (uniform noise) starting images, one per seed,
 optimised together as a batch (each keeps its own L-BFGS state), with the report's Figure 3
 settings (content conv4_2, style conv1_1-conv2_2, report style weight 1,000 mapped to ours per
-pooling, see ``experiments/common.py``), and measures per run:
+pooling, see ``experiments/lib/report.py``), and measures per run:
 
 * ``converged_at``: the first iteration after which the best loss improves by less than
   ``--tol`` (1%) of itself until the end of the run;
@@ -29,14 +29,9 @@ Writes ``sheet.png`` (final images per pooling and seed), ``runs.csv`` (one row 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
+from experiments.lib import analysis, cli, inputs, outputs, report
 
 NAME = "pooling_convergence"
 
@@ -49,8 +44,8 @@ def analyse(totals: list[float], tol: float, spike: float) -> dict:
     prev = np.concatenate([[np.inf], best_before[:-1]])
     ratio = np.where(np.isfinite(prev) & finite, v / prev, np.where(finite, 0.0, np.inf))
     return {
-        "converged_at": common.stop_improving(v, tol),
-        "within_10pct_at": common.stop_improving(v, 0.1),
+        "converged_at": analysis.stop_improving(v, tol),
+        "within_10pct_at": analysis.stop_improving(v, 0.1),
         "first_loss": float(v[0]),
         "best_loss": float(best_before[-1]),
         "last_loss": float(v[-1]),
@@ -61,61 +56,57 @@ def analyse(totals: list[float], tol: float, spike: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = common.parser(__doc__, NAME)
-    ap.add_argument("--content", default="tubingen")
-    ap.add_argument("--style", default="starry_night")
-    ap.add_argument("--size", type=int, default=128, help="long side")
-    ap.add_argument("--iterations", type=int, default=200, help="L-BFGS iterations (ours)")
+    ap = cli.parser(__doc__, NAME)
+    ap.add_argument("--content", default="tubingen", help="name in --content-dir, or a path")
+    ap.add_argument("--style", default="starry_night", help="name in --style-dir, or a path")
     ap.add_argument("--seeds", type=int, default=4, help="random starting images per pooling")
-    ap.add_argument("--init", default="noise", help="noise (one per seed) or content")
     ap.add_argument("--report-weight", type=float, default=1000.0)
-    ap.add_argument(
-        "--content-layers", type=common.csv_list(), default=common.REPORT_CONTENT_LAYERS
+    # The report's Figure 3 settings from noise; the pooling is what the script compares.
+    cli.gatys_flags(
+        ap,
+        ("net", "size", "iterations", "init", "content_layers", "style_layers"),
+        size=128,
+        iterations=200,
+        init="noise",
+        content_layers=report.REPORT_CONTENT_LAYERS,
+        style_layers=report.REPORT_STYLE_LAYERS,
     )
-    ap.add_argument("--style-layers", type=common.csv_list(), default=common.REPORT_STYLE_LAYERS)
     ap.add_argument("--tol", type=float, default=0.01, help="'stops improving' threshold")
     ap.add_argument("--spike", type=float, default=10.0, help="a loss jump counted as a spike")
-    common.add_mapping_flags(ap)
-    args = ap.parse_args(argv)
-    common.smoke(args, ap, size=48, iterations=4, seeds=2)
+    report.add_mapping_flags(ap)
+    args = cli.parse(ap, argv)
+    cli.smoke(args, ap, size=48, iterations=4, seeds=2)
+    cp = inputs.find_image(args, "content", args.content)
+    sp = inputs.find_image(args, "style", args.style)
 
     from jaxstyle import gatys
-    from jaxstyle.configs import GatysConfig
 
-    common.setup()
-    out = common.Outputs(args.out, NAME, args)
-    net = common.load_net(args)
-    cp = common.image_path(args.images, "content", args.content)
-    sp = common.image_path(args.images, "style", args.style)
-    content, style = common.load(cp, args.size), common.load(sp, args.size)
+    inputs.enable_compile_cache()
+    out = outputs.Outputs(args.out, NAME, args)
+    net = inputs.load_net(args)
+    content, style = inputs.load(cp, args.size), inputs.load(sp, args.size)
     pair = f"{cp.stem}+{sp.stem}"
 
     runs, curves, sheet, mappings = [], {}, [], {}
     for pooling in ("max", "avg"):
         net_p = net.with_pooling(pooling)
-        mapping = common.scale_for(
+        mapping = report.scale_for(
             args, net_p, [(pair, content, style)], args.content_layers, args.style_layers
         )
         mappings[pooling] = mapping
-        w = common.map_weight(args.report_weight, mapping["k"], args.weight_map)
-        cfg = GatysConfig(
-            net=args.net,
-            size=args.size,
-            iterations=args.iterations,
+        w = report.map_weight(args.report_weight, mapping["k"], args.weight_map)
+        cfg = cli.gatys_config(
+            args,
             style_weight=w,
-            content_layers=tuple(args.content_layers),
-            style_layers=tuple(args.style_layers),
             pooling=pooling,
-            init=args.init,
-            seed=args.seed,
             progress_every=max(1, min(args.iterations, 50)),
         )
         res = gatys.stylize([content] * args.seeds, [style], net_p, cfg, progress=False)
         summary = res.log["summary"]
         row_imgs = [(content, f"{pooling} pooling\ncontent"), (style, "style")]
         for i in range(args.seeds):
-            _, totals = common.curve(res.log["iterations"], "total", i)
-            _, nfev = common.curve(res.log["iterations"], "function_evaluations", i)
+            _, totals = analysis.curve(res.log["iterations"], "total", i)
+            _, nfev = analysis.curve(res.log["iterations"], "function_evaluations", i)
             m = analyse(totals, args.tol, args.spike)
             per = summary["per_image"][i]
             run = {
@@ -205,24 +196,24 @@ def main(argv: list[str] | None = None) -> dict:
             "per_pooling": per_pool,
             "runs": runs,
             "curves": curves,
-            "env": common.run_env(),
+            "env": outputs.run_env(),
         },
     )
     if unfinished:
         speed = (
             f"* Not settled: {' and '.join(unfinished)} pooling runs were still improving by "
             f"more than {args.tol:g} at the end of {args.iterations} iterations (latest "
-            f"`converged_at` {common.fmt(max(mx['max_converged_at'], av['max_converged_at']))}), "
+            f"`converged_at` {outputs.fmt(max(mx['max_converged_at'], av['max_converged_at']))}), "
             "so this run can neither confirm nor refute the report's 15-30 vs about 100 "
             "(in its units). To within 10% of their best loss: median "
-            f"{common.fmt(av['median_within_10pct_at'])} iterations for average pooling, "
-            f"{common.fmt(mx['median_within_10pct_at'])} for max pooling."
+            f"{outputs.fmt(av['median_within_10pct_at'])} iterations for average pooling, "
+            f"{outputs.fmt(mx['median_within_10pct_at'])} for max pooling."
         )
     else:
         speed = (
             f"* Average pooling {'converged sooner' if faster else 'did not converge sooner'} "
-            f"than max pooling: median {common.fmt(av['median_converged_at'])} vs "
-            f"{common.fmt(mx['median_converged_at'])} iterations (report: 15-30 vs about 100, "
+            f"than max pooling: median {outputs.fmt(av['median_converged_at'])} vs "
+            f"{outputs.fmt(mx['median_converged_at'])} iterations (report: 15-30 vs about 100, "
             "in its units)."
         )
     verdict = [
@@ -233,9 +224,9 @@ def main(argv: list[str] | None = None) -> dict:
         "divergence shows as a restart, not as a ruined image.",
         f"* Spikes (a loss over {args.spike:g}x the best so far, L-BFGS unit steps that "
         f"overshoot): in {av['runs_with_spikes']} of {av['seeds']} average-pooling runs, largest "
-        f"jump x{common.fmt(max(r['max_jump'] for r in runs if r['pooling'] == 'avg'))}; in "
+        f"jump x{outputs.fmt(max(r['max_jump'] for r in runs if r['pooling'] == 'avg'))}; in "
         f"{mx['runs_with_spikes']} of {mx['seeds']} max-pooling runs, largest jump "
-        f"x{common.fmt(max(r['max_jump'] for r in runs if r['pooling'] == 'max'))}.",
+        f"x{outputs.fmt(max(r['max_jump'] for r in runs if r['pooling'] == 'max'))}.",
     ]
     if args.iterations < 50:
         verdict.append(
@@ -250,9 +241,9 @@ def main(argv: list[str] | None = None) -> dict:
             f"{args.report_weight:g}. `converged_at`: first iteration after which the best loss "
             f"improves by less than {args.tol:g} of itself; `within_10pct_at`: the same "
             "with 10%.",
-            common.MAPPING_NOTE,
+            report.MAPPING_NOTE,
             "## Per pooling\n\n"
-            + common.md_table(
+            + outputs.md_table(
                 per_pool,
                 [
                     "pooling",
@@ -268,7 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
                 ],
             ),
             "## Per run\n\n"
-            + common.md_table(
+            + outputs.md_table(
                 runs,
                 [
                     "pooling",
@@ -285,7 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
                 ],
             ),
             "## Verdict\n\n" + "\n".join(verdict),
-            "## Iterations\n\n" + common.REPORT_ITERATIONS_NOTE,
+            "## Iterations\n\n" + report.REPORT_ITERATIONS_NOTE,
         ],
     )
     print(f"wrote {out.dir}: " + ", ".join(sorted(set(out.written))))

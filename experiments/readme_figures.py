@@ -1,4 +1,4 @@
-"""python experiments/readme_figures.py [--results out/results] [--to docs/results]   (seconds)
+"""python -m experiments.readme_figures [--results out/results] [--to docs/results]   (seconds)
 
 Copies what README's "Results" section shows from the output folders of the experiment scripts
 (run each with ``--out out/results/<script>`` first) into ``docs/results/<script>/``:
@@ -22,8 +22,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from common import contact_sheet
 from PIL import Image
+
+from experiments.lib.figures import contact_sheet
 
 #: Per script: the plots README shows, and how an output file name splits into (row, label).
 FIGURES = {
@@ -69,18 +70,20 @@ def shrink(src: Path | Image.Image, dst: Path, width: int, colors: int) -> None:
         im.save(dst, optimize=True)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m experiments.readme_figures", description=__doc__.split("\n\n")[1]
+    )
     ap.add_argument("--results", default="out/results", help="folder of the scripts' outputs")
     ap.add_argument("--to", default="docs/results", help="where the copies go")
     ap.add_argument("--width", type=int, default=760)
     ap.add_argument("--colors", type=int, default=256)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     results, to = Path(args.results), Path(args.to)
     for script, (names, pattern) in FIGURES.items():
         folder = results / script
         if not (folder / "summary.md").is_file():
-            print(f"skipped {folder} (no summary.md; run experiments/{script}.py first)")
+            print(f"skipped {folder} (no summary.md; run python -m experiments.{script} first)")
             continue
         (to / script).mkdir(parents=True, exist_ok=True)
         for name in names:

@@ -1,4 +1,4 @@
-"""python experiments/style_weight_sweep.py [--out DIR] [--smoke]   (3 minutes on 2 CPU cores)
+"""python -m experiments.style_weight_sweep [--out DIR] [--smoke]   (3 minutes on 2 CPU cores)
 
 --smoke (one pair, 64 px, 2 iterations): about 25 s.
 Both runtimes were measured (JAX 0.10.2).
@@ -9,8 +9,8 @@ pooling (the report used it "for all our results"), initialised from the content
 content/style pairs (one row each) at 256 px.
 
 The report's weights are in its own loss units; they are mapped to ours with one factor k
-measured on these images (``experiments/common.py`` explains how; ``--scale`` sets it), and every
-output is labelled with both. The report's "iterations" are most likely torch LBFGS ``step()``
+measured on these images (``experiments/lib/report.py`` explains how; ``--scale`` sets it), and
+every output is labelled with both. The report's "iterations" are most likely torch LBFGS ``step()``
 calls of up to 20 iterations each: ``--iterations 300`` is the report's Ite=15 in our units
 (about 20x the default runtime). ``--pooling max``, ``--net vgg19 --weights FILE`` and
 ``--content/--style`` change the rest.
@@ -28,74 +28,65 @@ and ``summary.md``.
 from __future__ import annotations
 
 import dataclasses
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
+from experiments.lib import analysis, cli, inputs, outputs, report
 
 NAME = "style_weight_sweep"
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = common.parser(__doc__, NAME)
-    ap.add_argument("--content", nargs="+", default=[c for c, _ in common.DEFAULT_PAIRS])
+    ap = cli.parser(__doc__, NAME)
+    ap.add_argument(
+        "--content",
+        nargs="+",
+        default=[c for c, _ in report.DEFAULT_PAIRS],
+        help="content images: names in --content-dir, or paths",
+    )
     ap.add_argument(
         "--style",
         nargs="+",
-        default=[s for _, s in common.DEFAULT_PAIRS],
+        default=[s for _, s in report.DEFAULT_PAIRS],
         help="one per content image, or one for all",
     )
     ap.add_argument(
-        "--report-weights", type=common.csv_list(float), default=(1000.0, 2000.0, 5000.0, 10000.0)
+        "--report-weights", type=cli.csv_list(float), default=(1000.0, 2000.0, 5000.0, 10000.0)
     )
-    ap.add_argument("--content-weight", type=float, default=1.0)
-    ap.add_argument(
-        "--content-layers", type=common.csv_list(), default=common.REPORT_CONTENT_LAYERS
+    # The report's Figure 3-6 settings; the style weight is what the script sweeps.
+    cli.gatys_flags(
+        ap,
+        ("net", "size", "iterations", "content_weight", "content_layers", "style_layers")
+        + ("pooling", "init"),
+        size=256,
+        iterations=15,
+        content_layers=report.REPORT_CONTENT_LAYERS,
+        style_layers=report.REPORT_STYLE_LAYERS,
+        pooling="avg",
     )
-    ap.add_argument("--style-layers", type=common.csv_list(), default=common.REPORT_STYLE_LAYERS)
-    ap.add_argument("--size", type=int, default=256, help="long side of the outputs")
-    ap.add_argument("--iterations", type=int, default=15, help="L-BFGS iterations (ours)")
-    ap.add_argument("--pooling", default="avg", choices=("max", "avg"))
-    ap.add_argument("--init", default="content", help="content, noise, style or a path")
-    common.add_mapping_flags(ap)
-    args = ap.parse_args(argv)
-    common.smoke(args, ap, size=64, iterations=2, content=["tubingen"], style=["starry_night"])
+    report.add_mapping_flags(ap)
+    args = cli.parse(ap, argv)
+    cli.smoke(args, ap, size=64, iterations=2, content=["tubingen"], style=["starry_night"])
     if len(args.style) not in (1, len(args.content)):
         ap.error("give one --style, or one per --content image")
+    styles = args.style * len(args.content) if len(args.style) == 1 else args.style
+    files = [
+        (inputs.find_image(args, "content", c), inputs.find_image(args, "style", s))
+        for c, s in zip(args.content, styles, strict=True)
+    ]
 
     from jaxstyle import gatys
-    from jaxstyle.configs import GatysConfig
 
-    common.setup()
-    out = common.Outputs(args.out, NAME, args)
-    net = common.load_net(args, args.pooling)
-    styles = args.style * len(args.content) if len(args.style) == 1 else args.style
+    inputs.enable_compile_cache()
+    out = outputs.Outputs(args.out, NAME, args)
+    net = inputs.load_net(args, args.pooling)
     pairs = []
-    for c, s in zip(args.content, styles, strict=True):
-        cp, sp = (
-            common.image_path(args.images, "content", c),
-            common.image_path(args.images, "style", s),
-        )
-        content = common.load(cp, args.size)
-        pairs.append((f"{cp.stem}+{sp.stem}", content, common.load(sp, args.size)))
-    mapping = common.scale_for(args, net, pairs, args.content_layers, args.style_layers)
+    for cp, sp in files:
+        content = inputs.load(cp, args.size)
+        pairs.append((f"{cp.stem}+{sp.stem}", content, inputs.load(sp, args.size)))
+    mapping = report.scale_for(args, net, pairs, args.content_layers, args.style_layers)
     k = mapping["k"]
 
-    base = GatysConfig(
-        net=args.net,
-        size=args.size,
-        iterations=args.iterations,
-        content_weight=args.content_weight,
-        content_layers=tuple(args.content_layers),
-        style_layers=tuple(args.style_layers),
-        pooling=args.pooling,
-        init=args.init,
-        seed=args.seed,
-        progress_every=max(1, args.iterations),
-    )
-    mapped = {w: common.map_weight(w, k, args.weight_map) for w in args.report_weights}
+    base = cli.gatys_config(args, progress_every=max(1, args.iterations))
+    mapped = {w: report.map_weight(w, k, args.weight_map) for w in args.report_weights}
     rows, curves, sheet = [], {}, []
     for name, content, style in pairs:
         sheet_row = [(content, f"content\n{name.split('+')[0]}"), (style, "style")]
@@ -120,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
             }
             rows.append(row)
             curves[f"{name}@{w_rep:g}"] = {
-                key: common.curve(res.log["iterations"], key)[1]
+                key: analysis.curve(res.log["iterations"], key)[1]
                 for key in ("total", "content", "style")
             }
             out.image(f"outputs/{name}_sw{w_rep:g}.png", res.images[0])
@@ -128,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
                 (
                     res.images[0],
                     f"report sw {w_rep:g} = ours {w:g}\n"
-                    f"content {common.fmt(s['content'])}\nstyle {common.fmt(s['style'])}",
+                    f"content {outputs.fmt(s['content'])}\nstyle {outputs.fmt(s['style'])}",
                 )
             )
         sheet.append(sheet_row)
@@ -179,8 +170,8 @@ def main(argv: list[str] | None = None) -> dict:
         findings.append(
             {
                 "pair": name,
-                "content_loss_vs_weight": common.trend(c),
-                "style_loss_vs_weight": common.trend(s),
+                "content_loss_vs_weight": analysis.trend(c),
+                "style_loss_vs_weight": analysis.trend(s),
                 "content_loss_ratio_last_first": c[-1] / c[0] if c[0] > 0 else float("inf"),
                 "style_loss_ratio_last_first": s[-1] / s[0] if s[0] > 0 else float("inf"),
             }
@@ -193,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
             "results": rows,
             "findings": findings,
             "curves": curves,
-            "env": common.run_env(),
+            "env": outputs.run_env(),
         },
     )
     agree = all(
@@ -209,17 +200,17 @@ def main(argv: list[str] | None = None) -> dict:
             f"{args.iterations} L-BFGS iterations at {args.size} px, {net.arch} "
             f"({net.convention} weights), {args.pooling} pooling, init {args.init}.",
             "## Weight mapping\n\n"
-            + common.MAPPING_NOTE
-            + f"\n\nMeasured k = {common.fmt(k)}"
+            + report.MAPPING_NOTE
+            + f"\n\nMeasured k = {outputs.fmt(k)}"
             + (" (given by --scale)." if mapping["given"] else " (geometric mean over the pairs):")
             + "\n\n"
             + (
-                common.md_table(mapping["per_pair"], ["pair", "k", "content_ours", "style_ours"])
+                outputs.md_table(mapping["per_pair"], ["pair", "k", "content_ours", "style_ours"])
                 if mapping["per_pair"]
                 else ""
             ),
             "## Results\n\n"
-            + common.md_table(
+            + outputs.md_table(
                 rows,
                 [
                     "pair",
@@ -233,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
                 ],
             ),
             "## Findings\n\n"
-            + common.md_table(
+            + outputs.md_table(
                 findings,
                 [
                     "pair",
@@ -259,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
                     else ""
                 )
             ),
-            "## Iterations\n\n" + common.REPORT_ITERATIONS_NOTE,
+            "## Iterations\n\n" + report.REPORT_ITERATIONS_NOTE,
         ],
     )
     print(f"wrote {out.dir}: " + ", ".join(sorted(set(out.written))))
