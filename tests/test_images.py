@@ -406,3 +406,49 @@ def test_match_color_gives_target_mean_and_covariance():
     # A linear recolouring: the source's spatial structure is kept.
     corr = np.corrcoef(out[..., 0].ravel(), source[..., 0].ravel())[0, 1]
     assert abs(corr) > 0.3
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory: an image asked for at a smaller size is shrunk before its float conversion.
+
+MEASURE_PEAK = """
+import resource, sys
+from jaxstyle import images
+images.configure_pillow()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+arr = images.load_image(sys.argv[1], 512)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(arr.shape[0], arr.shape[1], (after - before) * 1024)
+"""
+
+
+def test_large_image_loaded_at_a_small_size_stays_near_its_8bit_size(tmp_path):
+    # 8000x6000 RGB: 144 MB as 8-bit, 576 MB as float32. Decoding it whole and converting to
+    # float before resizing peaked near 28 bytes a pixel (6.9 GB for 15000x15000); the peak
+    # growth must stay under 5 bytes a pixel. Measured in a fresh process (ru_maxrss).
+    import subprocess
+    import sys
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (8000, 6000), (120, 80, 40)).save(path, compress_level=1)
+    r = subprocess.run(
+        [sys.executable, "-c", MEASURE_PEAK, str(path)], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    h, w, grown = map(int, r.stdout.split())
+    assert (h, w) == (384, 512)
+    assert grown < 5 * 8000 * 6000, f"peak grew by {grown / 2**20:.0f} MiB"
+
+
+def test_image_shape_matches_what_load_returns(tmp_path):
+    # apply groups images by their header shape before decoding: the two must agree, also
+    # for EXIF-rotated files and odd aspect ratios shrunk by an integer factor first.
+    img = Image.fromarray(rgb_u8(1001, 3007))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotated 90 degrees: height and width swap
+    path = tmp_path / "rot.jpg"
+    img.save(path, exif=exif.tobytes(), quality=90)
+    for long_side in (None, 700, 96):
+        shape = imlib.image_shape(path, long_side)
+        assert imlib.load_image(path, long_side).shape[:2] == shape, long_side
+    assert imlib.image_shape(path) == (3007, 1001)
