@@ -1,21 +1,27 @@
-"""Smoke runs of every script in ``experiments/``, as a user runs them: in a subprocess.
+"""The scripts of ``experiments/`` and their library, ``experiments.lib``.
 
-Each script runs with ``--smoke`` (tiny sizes, a couple of iterations) into a temp folder; the
-tests check that it wrote its files, that every number in its summary's tables is one of the
-numbers in its CSV/JSON, that those are finite, and a few numbers recomputed from the raw
-records it saved. The scripts need the real VGG16 weights (``real_weights``: skipped with a
+Each analysis script runs as a user runs it, ``python -m experiments.NAME --smoke`` in a
+subprocess, on small images that ship with scikit-image (written into temp content/style folders
+passed with ``--content-dir``/``--style-dir``), so none of this needs ``../shared/images``. The
+tests check that a run wrote its files, that every row of its summary's tables is one record of
+its CSV/JSON, column by column, that the numbers are finite, and a few numbers recomputed from
+the raw records it saved. The runs need the real VGG16 weights (``real_weights``: skipped with a
 reason without them); ``bench_vs_torch`` needs torch too.
 
 The runs start together from one fixture, three at a time (compilation is single-threaded, so
 two cores are better used by several processes), and take about 3 minutes on two CPU cores in
 all. Every run gets its own ``$JAXSTYLE_HOME`` linking the cached weights, and an unreachable
-HTTP proxy, so nothing is downloaded and the real compilation cache is left alone.
+HTTP proxy, so nothing is downloaded and the real compilation cache is left alone. Error paths,
+flags and the library run in-process.
 """
 
 from __future__ import annotations
 
+import argparse
 import concurrent.futures
 import csv
+import dataclasses
+import importlib
 import importlib.util
 import json
 import math
@@ -29,12 +35,17 @@ import pytest
 from helpers import offline_env
 from PIL import Image
 
+from experiments.lib import analysis, cli, figures, inputs, outputs, paths
 from jaxstyle import weights as jw
+from jaxstyle.configs import GatysConfig
 
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = REPO / "experiments"
 TIMEOUT = 600
 PARALLEL = 3
+
+#: Images of scikit-image's ``data`` module, used as content and style images.
+CONTENT = ("astronaut", "chelsea", "coffee")
+STYLE = "immunohistochemistry"
 
 #: script -> files its smoke run must write.
 EXPECTED = {
@@ -64,20 +75,40 @@ EXPECTED = {
         "loss_curves.png",
     ],
 }
+#: script -> the images of its smoke run (the scripts' defaults name ../shared/images files).
+IMAGE_ARGS = {
+    "style_weight_sweep": ["--content", CONTENT[0], "--style", STYLE],
+    "layer_choice": ["--content", CONTENT[0], "--style", STYLE],
+    "pooling_convergence": ["--content", CONTENT[0], "--style", STYLE],
+    "johnson_checkpoints": ["--style", STYLE],  # trains on the content folder
+    "compare_methods": ["--content", CONTENT[0], CONTENT[1], "--style", STYLE],
+    "bench_vs_torch": ["--content", CONTENT[0], "--style", STYLE],
+}
 NEEDS_TORCH = {"bench_vs_torch"}
+#: Every script of experiments/ (python -m experiments.NAME).
+SCRIPTS = sorted(p.stem for p in (REPO / "experiments").glob("*.py") if not p.name.startswith("__"))
 
 
 def has_torch() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def load_script(name: str):
-    """Imports ``experiments/<name>.py`` as a module (for its helper functions)."""
-    sys.path.insert(0, str(EXPERIMENTS))
-    spec = importlib.util.spec_from_file_location(f"exp_{name}", EXPERIMENTS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def script(name: str):
+    return importlib.import_module(f"experiments.{name}")
+
+
+@pytest.fixture(scope="module")
+def image_dirs(tmp_path_factory) -> tuple[Path, Path]:
+    """``(content dir, style dir)`` of scikit-image's photos, at most 128 px."""
+    data = pytest.importorskip("skimage.data", reason="scikit-image (the test extra) absent")
+    root = tmp_path_factory.mktemp("images")
+    for kind, names in (("content", CONTENT), ("style", (STYLE,))):
+        (root / kind).mkdir()
+        for name in names:
+            img = Image.fromarray(getattr(data, name)())
+            img.thumbnail((128, 128))
+            img.save(root / kind / f"{name}.png")
+    return root / "content", root / "style"
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +124,7 @@ def home(tmp_path_factory) -> Path:
 
 
 def env_for(home: Path, name: str) -> dict[str, str]:
-    env = offline_env(home)
+    env = offline_env(home)  # also puts the repository on PYTHONPATH: experiments imports
     if name in NEEDS_TORCH:
         # Several runs share two cores here: PyTorch's OpenMP threads spin-wait on busy cores
         # and slow down many times over. One thread each; speed is not what is tested.
@@ -102,23 +133,26 @@ def env_for(home: Path, name: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def smoke_runs(request, home, tmp_path_factory):
+def smoke_runs(request, home, image_dirs, tmp_path_factory):
     """Starts the smoke run of every script whose test is selected; returns name -> future."""
     selected = {
-        item.callspec.params["script"]
+        item.callspec.params["name"]
         for item in request.session.items
         if item.module is request.module
         and hasattr(item, "callspec")
-        and "script" in item.callspec.params
+        and item.originalname == "test_smoke_run_writes_its_files_and_numbers"
     }
     if not has_torch():
         selected -= NEEDS_TORCH
     root = tmp_path_factory.mktemp("experiments")
+    content_dir, style_dir = image_dirs
 
     def run(name: str):
         out = root / name
         proc = subprocess.run(
-            [sys.executable, str(EXPERIMENTS / f"{name}.py"), "--smoke", "--out", str(out)],
+            [sys.executable, "-m", f"experiments.{name}", "--smoke", "--out", str(out)]
+            + ["--content-dir", str(content_dir), "--style-dir", str(style_dir)]
+            + IMAGE_ARGS[name],
             cwd=root,
             env=env_for(home, name),
             capture_output=True,
@@ -150,57 +184,74 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def number(text: str) -> float | None:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
+def from_csv(cell: str):
+    """A CSV cell as the value the script wrote (ints, floats, None for an empty cell)."""
+    if cell == "":
         return None
+    for kind in (int, float):
+        try:
+            return kind(cell)
+        except ValueError:
+            pass
+    return cell
 
 
-def json_numbers(obj) -> list[float]:
-    if isinstance(obj, bool) or obj is None:
-        return []
-    if isinstance(obj, (int, float)):
-        return [float(obj)]
+def json_records(obj) -> list[dict]:
+    """Every JSON object (dict) inside ``obj``, at any depth."""
     if isinstance(obj, dict):
-        return [v for x in obj.values() for v in json_numbers(x)]
+        return [obj] + [r for v in obj.values() for r in json_records(v)]
     if isinstance(obj, list):
-        return [v for x in obj for v in json_numbers(x)]
+        return [r for v in obj for r in json_records(v)]
     return []
 
 
-def md_table_numbers(md: str) -> list[float]:
-    """Every number in the cells of the markdown tables of ``md``."""
-    out = []
-    for line in md.splitlines():
-        if not line.startswith("|") or re.fullmatch(r"[|\-\s]+", line):
-            continue
-        for cell in line.strip().strip("|").split("|"):
-            v = number(cell.strip())
-            if v is not None:
-                out.append(v)
-    return out
+def md_tables(md: str) -> list[list[dict[str, str]]]:
+    """The markdown tables of ``md``, each a list of rows ``{column: cell text}``."""
+    tables, lines = [], md.splitlines()
+    for i in range(len(lines) - 1):
+        if lines[i].startswith("|") and re.fullmatch(r"\|(---\|)+", lines[i + 1].strip()):
+            head = [c.strip() for c in lines[i].strip().strip("|").split("|")]
+            rows = []
+            for line in lines[i + 2 :]:
+                if not line.startswith("|"):
+                    break
+                cells = [c.strip() for c in line.strip().strip("|").split("|")]
+                rows.append(dict(zip(head, cells, strict=True)))
+            tables.append(rows)
+    return tables
 
 
 def check_numbers(out: Path) -> None:
-    """The summary's numbers are the data's; the data's numbers are finite."""
-    data: list[float] = []
+    """Every row of the summary's tables is one record of the data; the data are finite.
+
+    A row matches a record when each of its cells is the record's value in that column as
+    :func:`outputs.fmt` shows it: the number in its place, not any equal number anywhere.
+    """
+    records: list[dict] = []
     for path in out.rglob("*.csv"):
         for row in read_csv(path):
-            for k, cell in row.items():
-                v = number(cell)
-                if v is not None:
-                    assert math.isfinite(v), f"{path.name}: {k} = {cell}"
-                    data.append(v)
+            values = {k: from_csv(cell) for k, cell in row.items()}
+            for k, v in values.items():
+                if isinstance(v, float):
+                    assert math.isfinite(v), f"{path.name}: {k} = {v}"
+            records.append(values)
     for path in out.rglob("*.json"):
-        data += json_numbers(json.loads(path.read_text()))  # strict JSON: no NaN/Infinity
-    values = np.asarray(data, np.float64)
-    md = (out / "summary.md").read_text()
-    shown = md_table_numbers(md)
-    assert shown, "no numbers in the summary's tables"
-    for v in shown:
-        # fmt() keeps 4 significant digits: a relative error of at most 5e-4.
-        assert np.any(np.isclose(values, v, rtol=6e-4, atol=0)), f"{v} in summary.md not in data"
+        records += json_records(json.loads(path.read_text()))  # strict JSON: no NaN/Infinity
+    tables = md_tables((out / "summary.md").read_text())
+    assert tables and all(tables), "no rows in the summary's tables"
+    for table in tables:
+        for row in table:
+            found = any(all(shows(r, col, cell) for col, cell in row.items()) for r in records)
+            assert found, f"summary row {row} is no record of the CSV/JSON"
+
+
+def shows(record: dict, column: str, cell: str) -> bool:
+    """Whether a summary cell shows ``record[column]`` (``md_table`` leaves absent keys blank)."""
+    if column not in record:
+        return cell == ""
+    if record[column] is None:  # JSON null, or an empty CSV cell: None or absent
+        return cell in ("-", "")
+    return outputs.fmt(record[column]) == cell
 
 
 def check_files(out: Path, name: str) -> None:
@@ -212,15 +263,7 @@ def check_files(out: Path, name: str) -> None:
                 assert im.format == "PNG" and im.width > 32 and im.height > 32
     assert not list(out.rglob("*.part")), "temporary files left behind"
     md = (out / "summary.md").read_text()
-    assert md.startswith("# ") and f"experiments/{name}.py" in md
-
-
-def test_docstrings_start_with_the_command_and_runtime():
-    for name in EXPECTED:
-        doc = load_script(name).__doc__
-        first = doc.splitlines()[0]
-        assert first.startswith(f"python experiments/{name}.py [--out DIR] [--smoke]"), first
-        assert "CPU cores" in first and "--smoke" in doc.split("\n\n")[1]
+    assert md.startswith("# ") and f"Command: `python -m experiments.{name} --smoke" in md
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,14 +271,14 @@ def test_docstrings_start_with_the_command_and_runtime():
 
 
 @pytest.mark.real_weights
-@pytest.mark.parametrize("script", list(EXPECTED))
-def test_smoke_run_writes_its_files_and_numbers(smoke_runs, script):
-    if script in NEEDS_TORCH:
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_smoke_run_writes_its_files_and_numbers(smoke_runs, name):
+    if name in NEEDS_TORCH:
         pytest.importorskip("torch")
-    out = result(smoke_runs, script)
-    check_files(out, script)
+    out = result(smoke_runs, name)
+    check_files(out, name)
     check_numbers(out)
-    CHECKS[script](out)
+    CHECKS[name](out)
 
 
 def _style_weight_sweep(out: Path) -> None:
@@ -251,6 +294,7 @@ def _style_weight_sweep(out: Path) -> None:
         assert float(r["total_loss"]) == j["total_loss"]
         curve = data["curves"][f"{r['pair']}@{float(r['report_style_weight']):g}"]
         assert len(curve["total"]) == int(r["iterations"]) == 2
+    assert {r["pair"] for r in rows} == {f"{CONTENT[0]}+{STYLE}"}
 
 
 def _layer_choice(out: Path) -> None:
@@ -264,7 +308,6 @@ def _layer_choice(out: Path) -> None:
 
 
 def _pooling_convergence(out: Path) -> None:
-    common = load_script("common")
     rows = read_csv(out / "runs.csv")
     data = json.loads((out / "results.json").read_text())
     assert sorted((r["pooling"], r["seed"]) for r in rows) == [
@@ -277,7 +320,7 @@ def _pooling_convergence(out: Path) -> None:
     for r in rows:
         curve = data["curves"][f"{r['pooling']}/{r['seed']}"]
         assert len(curve) == 4
-        assert int(r["converged_at"]) == common.stop_improving(curve, tol)
+        assert int(r["converged_at"]) == analysis.stop_improving(curve, tol)
         assert float(r["best_loss"]) == pytest.approx(min(curve), 1e-6)
 
 
@@ -285,6 +328,7 @@ def _johnson_checkpoints(out: Path) -> None:
     rows = read_csv(out / "checkpoints.csv")
     assert len(rows) == 2 * 2 * 2  # weights x checkpoints x test images
     assert {r["step"] for r in rows} == {"2", "4"}
+    assert {r["image"] for r in rows} == set(CONTENT[:2])  # the first --test images of --data
     for r in rows:
         # Nothing to compare with at the first checkpoint; a change in [0, 1] after it.
         if r["step"] == "2":
@@ -294,13 +338,13 @@ def _johnson_checkpoints(out: Path) -> None:
     training = read_csv(out / "training.csv")
     for w in ("2000.0", "1000.0"):
         assert [int(t["step"]) for t in training if t["report_style_weight"] == w] == [1, 2, 3, 4]
-    for name in ("sw2000_amber_step2.png", "sw1000_golden_gate_step4.png"):
+    for name in (f"sw2000_{CONTENT[0]}_step2.png", f"sw1000_{CONTENT[1]}_step4.png"):
         assert (out / "outputs" / name).is_file()
 
 
 def _compare_methods(out: Path) -> None:
     rows = read_csv(out / "results.csv")
-    assert [r["image"] for r in rows] == ["tubingen", "golden_gate"]
+    assert [r["image"] for r in rows] == list(CONTENT[:2])
     for r in rows:
         speedup = float(r["gatys_seconds"]) / float(r["johnson_seconds"])
         assert float(r["speedup"]) == pytest.approx(speedup, 1e-6)
@@ -311,7 +355,8 @@ def _compare_methods(out: Path) -> None:
     assert shown == set(key["images"]) == {p.stem for p in (out / "ab" / "img").iterdir()}
     assert "gatys" not in page.lower() and "johnson" not in page.lower()
     assert {v["method"] for v in key["images"].values()} == {"gatys", "johnson"}
-    # Tally: one voter prefers Gatys on pair 0 and Johnson on pair 1; another file is ignored.
+    # Tally (in-process): one voter prefers Gatys on pair 0 and Johnson on pair 1; a vote file
+    # of another page is skipped.
     votes = []
     for pair, method in ((0, "gatys"), (1, "johnson")):
         img = next(
@@ -320,14 +365,9 @@ def _compare_methods(out: Path) -> None:
         votes.append({"pair": pair, "chosen": img})
     (out / "v1.json").write_text(json.dumps({"page": key["page"], "votes": votes}))
     (out / "v2.json").write_text(json.dumps({"page": "another", "votes": votes}))
-    proc = subprocess.run(
-        [sys.executable, str(EXPERIMENTS / "compare_methods.py"), "--out", str(out)]
-        + ["--tally", str(out / "v1.json"), str(out / "v2.json")],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    script("compare_methods").main(
+        ["--out", str(out), "--tally", str(out / "v1.json"), str(out / "v2.json")]
     )
-    assert proc.returncode == 0, proc.stderr
     tally = json.loads((out / "tally.json").read_text())
     assert tally["voters"] == 1 and tally["votes"] == 2
     assert tally["by_method"] == {"gatys": 1, "johnson": 1}
@@ -374,10 +414,6 @@ CHECKS = {
 }
 
 
-# ---------------------------------------------------------------------------------------------
-# Helpers of the scripts, without running them.
-
-
 @pytest.mark.real_weights
 def test_readme_figures_copies_outputs_but_not_inputs(smoke_runs, tmp_path):
     done = {name: f.result() for name, f in smoke_runs.items()}
@@ -385,14 +421,7 @@ def test_readme_figures_copies_outputs_but_not_inputs(smoke_runs, tmp_path):
     if not done:
         pytest.skip("no smoke run was selected")
     root = next(iter(done.values())).parent
-    proc = subprocess.run(
-        [sys.executable, str(EXPERIMENTS / "readme_figures.py"), "--results", str(root)]
-        + ["--to", str(tmp_path / "docs")],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    script("readme_figures").main(["--results", str(root), "--to", str(tmp_path / "docs")])
     for name, out in done.items():
         copied = tmp_path / "docs" / name
         assert (copied / "summary.md").read_text() == (out / "summary.md").read_text()
@@ -402,26 +431,145 @@ def test_readme_figures_copies_outputs_but_not_inputs(smoke_runs, tmp_path):
                 assert im.format == "PNG" and im.width <= 760 and im.mode == "P"
 
 
+# ---------------------------------------------------------------------------------------------
+# Flags and input folders, in-process.
+
+
+def test_every_script_is_a_module_whose_docstring_starts_with_its_command():
+    assert set(EXPECTED) <= set(SCRIPTS) and "readme_figures" in SCRIPTS
+    for name in SCRIPTS:
+        doc = script(name).__doc__
+        first = doc.splitlines()[0]
+        assert first.startswith(f"python -m experiments.{name} "), first
+        if name in EXPECTED:
+            assert first.startswith(f"python -m experiments.{name} [--out DIR] [--smoke]"), first
+            assert "CPU cores" in first and "--smoke" in doc.split("\n\n")[1]
+
+
+#: Scripts that run Gatys, and the GatysConfig flags each must offer.
+GATYS_SCRIPTS = {
+    "style_weight_sweep": ("--size", "--iterations", "--pooling", "--init", "--style-layers"),
+    "layer_choice": ("--size", "--iterations", "--pooling", "--init"),
+    "pooling_convergence": ("--size", "--iterations", "--init", "--content-layers"),
+    "compare_methods": ("--size", "--iterations", "--style-weight"),
+    "bench_gatys": ("--size", "--iterations"),
+    "choose_style_weight": ("--size", "--iterations"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GATYS_SCRIPTS))
+def test_gatys_flags_are_stylize_flags_with_the_scripts_defaults(name, capsys):
+    with pytest.raises(SystemExit) as e:
+        script(name).main(["--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    helps = {
+        "--" + f.name.replace("_", "-"): " ".join(f.metadata["help"].split())
+        for f in dataclasses.fields(GatysConfig)
+    }
+    for flag in GATYS_SCRIPTS[name]:
+        assert re.search(rf"{flag} [A-Z_{{]", text), f"{name} has no {flag}"
+        assert helps[flag] in text, f"{name} {flag}: not GatysConfig's help"
+
+
+def test_gatys_flags_build_the_config_with_per_script_defaults():
+    ap = argparse.ArgumentParser()
+    cli.gatys_flags(ap, ("size", "pooling", "content_layers"), size=64, pooling="avg")
+    args = ap.parse_args(["--content-layers", "relu3_1,relu4_1"])
+    cfg = cli.gatys_config(args, style_weight=3.0)
+    assert cfg == GatysConfig(
+        size=64, pooling="avg", content_layers=("relu3_1", "relu4_1"), style_weight=3.0
+    )
+    with pytest.raises(SystemExit):  # the choices are GatysConfig's
+        ap.parse_args(["--pooling", "median"])
+    with pytest.raises(TypeError, match="sizes"):
+        cli.gatys_flags(argparse.ArgumentParser(), ("sizes",))
+    with pytest.raises(TypeError, match="iterations"):  # a default for a flag not offered
+        cli.gatys_flags(argparse.ArgumentParser(), ("size",), iterations=3)
+
+
+#: Scripts whose images come from --content-dir/--style-dir.
+IMAGE_SCRIPTS = ("style_weight_sweep", "layer_choice", "pooling_convergence")
+IMAGE_SCRIPTS += ("johnson_checkpoints", "compare_methods", "bench_vs_torch", "bench_gatys")
+IMAGE_SCRIPTS += ("choose_style_weight",)
+
+
+@pytest.mark.parametrize("kind", ["content", "style"])
+@pytest.mark.parametrize("name", IMAGE_SCRIPTS)
+def test_without_image_folders_a_script_names_the_flag_before_any_work(
+    name, kind, image_dirs, monkeypatch, capsys, tmp_path
+):
+    """A fresh clone has no ../shared/images: one ``error:`` line saying what to pass, exit 2."""
+    monkeypatch.setattr(paths, "SHARED_IMAGES", tmp_path / "no-such-folder")
+    content_dir, style_dir = image_dirs
+    # The other kind is given (as a path), so the error is about this kind's folder.
+    if kind == "style" and name == "johnson_checkpoints":
+        other = ["--data", str(content_dir)]
+    elif kind == "style":
+        other = ["--content", str(content_dir / f"{CONTENT[0]}.png")]
+    else:
+        other = ["--style", str(style_dir / f"{STYLE}.png")]
+    out = tmp_path / "out"
+    argv = ["--out", str(out), *other]
+    if name in EXPECTED:
+        argv.append("--smoke")
+    with pytest.raises(SystemExit) as e:
+        script(name).main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert f"pass --{kind}-dir DIR" in err and str(tmp_path / "no-such-folder") in err
+    assert not out.exists()  # nothing was written, nothing was loaded
+
+
+def test_images_are_found_by_name_with_any_image_suffix(image_dirs, tmp_path, capsys):
+    ap = argparse.ArgumentParser()
+    cli.add_image_dir_flags(ap)
+    (tmp_path / "photo.WEBP").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not an image")
+    args = ap.parse_args(["--content-dir", str(tmp_path), "--style-dir", str(image_dirs[1])])
+    assert inputs.find_image(args, "content", "photo") == tmp_path / "photo.WEBP"
+    assert inputs.find_image(args, "style", STYLE) == image_dirs[1] / f"{STYLE}.png"
+    given = image_dirs[0] / f"{CONTENT[2]}.png"  # a path is taken as it is
+    assert inputs.find_image(args, "style", str(given)) == given
+    with pytest.raises(SystemExit) as e:
+        inputs.find_image(args, "content", "notes")
+    assert e.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: no content image 'notes' in {tmp_path} (pass --content NAME or a path)\n"
+    )
+    assert paths.list_images(tmp_path) == [tmp_path / "photo.WEBP"]
+
+
+def test_shared_images_are_the_default_where_present(shared_images):
+    args = argparse.Namespace(content_dir=None, style_dir=None)
+    assert inputs.image_dir(args, "content") == shared_images / "content"
+    assert inputs.find_image(args, "style", "starry_night").parent == shared_images / "style"
+
+
+# ---------------------------------------------------------------------------------------------
+# The library, without running a script.
+
+
 def test_stop_improving_and_trend():
-    common = load_script("common")
-    assert common.stop_improving([10, 5, 2, 1.999, 1.998], 0.01) == 3
-    assert common.stop_improving([10, 20, 30], 0.01) == 1  # never improved on the first
-    assert common.stop_improving([10, float("nan"), 1], 0.01) == 3
-    assert common.trend([1, 2, 3]) == "rises"
-    assert common.trend([3, 2, 2]) == "falls"
-    assert common.trend([1, 1.00001]) == "flat"
-    assert common.trend([1, 3, 2]) == "mixed"
+    assert analysis.stop_improving([10, 5, 2, 1.999, 1.998], 0.01) == 3
+    assert analysis.stop_improving([10, 20, 30], 0.01) == 1  # never improved on the first
+    assert analysis.stop_improving([10, float("nan"), 1], 0.01) == 3
+    assert analysis.trend([1, 2, 3]) == "rises"
+    assert analysis.trend([3, 2, 2]) == "falls"
+    assert analysis.trend([1, 1.00001]) == "flat"
+    assert analysis.trend([1, 3, 2]) == "mixed"
 
 
 def test_binomial_p_matches_a_hand_count():
-    cm = load_script("compare_methods")
+    cm = script("compare_methods")
     assert cm.binomial_p(1, 2) == pytest.approx(1.0)
     assert cm.binomial_p(0, 3) == pytest.approx(2 / 8)  # P(0) + P(3)
     assert cm.binomial_p(59, 80) < 1e-4  # the report's survey
 
 
 def test_analytic_flops_of_vgg_match_a_hand_count():
-    bench = load_script("bench_vs_torch")
+    bench = script("bench_vs_torch")
     # conv1_1 and conv1_2 at 4x4: 2*16*9*(3*64 + 64*64).
     assert bench.vgg_forward_flops("vgg16", 4, 4, ["relu1_2"])["conv"] == 2 * 16 * 9 * (
         3 * 64 + 64 * 64
@@ -431,12 +579,11 @@ def test_analytic_flops_of_vgg_match_a_hand_count():
 
 
 def test_contact_sheet_and_outputs(tmp_path):
-    common = load_script("common")
     rng = np.random.default_rng(0)
     rows = [[(rng.random((20, 30, 3)), "a\nb"), (rng.random((30, 20, 3)), "c")]]
-    sheet = common.contact_sheet(rows, "title", height=40)
+    sheet = figures.contact_sheet(rows, "title", height=40)
     assert sheet.height > 40 and sheet.width >= 30 + 20
-    out = common.Outputs(tmp_path, "x", None)
+    out = outputs.Outputs(tmp_path, "x", argparse.Namespace(argv=["--smoke", "--size", "64"]))
     out.csv("t.csv", [{"a": 1.0, "b": float("nan")}, {"a": 2, "c": "z"}])
     assert read_csv(tmp_path / "t.csv") == [
         {"a": "1.0", "b": "", "c": ""},
@@ -444,4 +591,8 @@ def test_contact_sheet_and_outputs(tmp_path):
     ]
     out.json("t.json", {"x": float("inf"), "y": np.float32(1.5)})
     assert json.loads((tmp_path / "t.json").read_text()) == {"x": None, "y": 1.5}
-    assert common.fmt(10000.0) == "10000" and common.fmt(0.0123456) == "0.01235"
+    assert outputs.fmt(10000.0) == "10000" and outputs.fmt(0.0123456) == "0.01235"
+    out.summary("T", [outputs.md_table([{"n": 2, "v": 0.5}], ["n", "v"])])
+    md = (tmp_path / "summary.md").read_text()
+    assert "Command: `python -m experiments.x --smoke --size 64`" in md
+    assert md_tables(md) == [[{"n": "2", "v": "0.5"}]]
