@@ -437,6 +437,16 @@ def main(argv: list[str] | None = None) -> dict:
         out.sheet("sheet.png", sheet, f"L-BFGS, {args.lbfgs_iterations} iterations")
     if panels:
         out.plot("loss_curves.png", panels, "Gatys L-BFGS: jaxstyle vs PyTorch")
+    mm_row = {
+        "framework": "jax",
+        "gflops": mm["jax_gflops"],
+        "seconds": mm["jax_seconds"],
+    }
+    mm_rows = [mm_row] + (
+        [{"framework": "torch", "gflops": mm["torch_gflops"], "seconds": mm["torch_seconds"]}]
+        if with_torch
+        else []
+    )
     out.csv("results.csv", rows)
     out.csv("time_to_first_result.csv", ttfr)
     out.json(
@@ -444,6 +454,7 @@ def main(argv: list[str] | None = None) -> dict:
         {
             "settings": {k: v for k, v in vars(args).items() if k != "out"},
             "matmul": mm,
+            "matmul_by_framework": mm_rows,  # the summary's table
             "workloads": rows,
             "lbfgs": lbfgs,
             "johnson": jn,
@@ -468,16 +479,6 @@ def main(argv: list[str] | None = None) -> dict:
         )
 
     cold, warm, off = ttfr
-    mm_row = {
-        "framework": "jax",
-        "gflops": mm["jax_gflops"],
-        "seconds": mm["jax_seconds"],
-    }
-    mm_rows = [mm_row] + (
-        [{"framework": "torch", "gflops": mm["torch_gflops"], "seconds": mm["torch_seconds"]}]
-        if with_torch
-        else []
-    )
     out.summary(
         "jaxstyle vs PyTorch: the same workloads in one run",
         [
