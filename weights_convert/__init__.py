@@ -1,10 +1,12 @@
-"""Converters from other frameworks' VGG (and Johnson network) weights into jaxstyle's format.
+"""``python -m weights_convert``: a command line over :mod:`jaxstyle.weights`.
 
-Each reader is a name table, one transpose rule, a shape assertion per tensor, and a report of
-missing and unexpected keys. Classifier layers are dropped. See :mod:`weights_convert.vgg`.
+The readers, layout tables and converters live in the library (:mod:`jaxstyle.weights.readers`
+for VGG, :mod:`jaxstyle.weights.johnson` for fast_neural_style networks); this package only
+parses flags, refuses unsafe outputs, and reports. The names below are kept for callers that
+imported them from here.
 """
 
-from weights_convert.vgg import (
+from jaxstyle.weights.readers import (
     ConvertError,
     ConvertReport,
     convert_tensors,

@@ -5,7 +5,10 @@
 
 SRC may be ONNX, a torch state dict (.pth/.pt/.bin), safetensors (torchvision/timm or jaxstyle)
 or Keras .h5. OUT is written atomically: a failed conversion leaves an existing OUT untouched.
+An OUT that is SRC (symlinks included) or cannot be written is refused before SRC is read.
 Exits 2 with a one-line ``error: ...`` on stderr when SRC cannot be converted.
+
+The readers and converters are :mod:`jaxstyle.weights`; this module only handles the flags.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from jaxstyle.fileio import OutputError, check_writable, refuse_overwriting_inputs
 from jaxstyle.nets.vgg import ARCHS
-from weights_convert.vgg import LAYOUTS
+from jaxstyle.weights.format import WeightsError, save
+from jaxstyle.weights.readers import LAYOUTS, read_vgg_file
 
 #: First word selecting the Johnson transformer-network converter.
 JOHNSON = "johnson"
@@ -54,6 +59,12 @@ def _error(message: str) -> int:
     return 2
 
 
+def _check_output(src: str, out: str) -> None:
+    """Refuses, before any work, an OUT that is SRC or that cannot be written."""
+    refuse_overwriting_inputs([out], [src])
+    check_writable(out)
+
+
 def _main_johnson(argv: Sequence[str]) -> int:
     """``python -m weights_convert johnson SRC -o OUT``: a fast_neural_style TransformerNet."""
     p = argparse.ArgumentParser(
@@ -65,12 +76,12 @@ def _main_johnson(argv: Sequence[str]) -> int:
     p.add_argument("-o", "--out", required=True, metavar="OUT", help="destination .safetensors")
     args = p.parse_args(argv)
 
-    from weights_convert.johnson import write_johnson
-    from weights_convert.vgg import ConvertError
+    from jaxstyle.weights.johnson import write_johnson
 
     try:
+        _check_output(args.src, args.out)
         out, config, report, _ = write_johnson(args.src, args.out)
-    except ConvertError as e:
+    except (WeightsError, OutputError) as e:
         return _error(str(e))
     except OSError as e:  # e.g. OUT's folder is not writable
         return _error(f"{args.out}: cannot write ({e.strerror or e})")
@@ -96,13 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main_johnson(argv[1:])
     args = build_parser().parse_args(argv)
 
-    from jaxstyle import weights as jw
-    from weights_convert.vgg import ConvertError, read_vgg_file
-
     try:
+        _check_output(args.src, args.out)
         params, meta, report = read_vgg_file(args.src, args.arch, args.layout)
-        out = jw.save(args.out, params, meta)
-    except (ConvertError, jw.WeightsError) as e:
+        out = save(args.out, params, meta)
+    except (WeightsError, OutputError) as e:
         return _error(str(e))
     except OSError as e:  # e.g. OUT's folder is not writable
         return _error(f"{args.out}: cannot write ({e.strerror or e})")
