@@ -371,6 +371,9 @@ def cmd_weights(args: argparse.Namespace) -> int:
                 f"{r['path']}"
             )
     else:
+        unknown = sorted(set(args.names) - {"vgg16", "vgg19"})
+        if unknown:
+            raise UsageError(f"unknown network {unknown[0]!r}; choose vgg16 or vgg19")
         names = args.names or [r["name"] for r in weights.list_cached()]
         if not names:
             print(f"no weights cached under {weights.home() / 'weights'}")
@@ -460,7 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("-q", "--quiet", action="store_true")
     wsub.add_parser("list", help="what is cached: sizes and sources")
     v = wsub.add_parser("verify", help="re-read cached weights and check every tensor")
-    v.add_argument("names", nargs="*", choices=("vgg16", "vgg19"))
+    # No argparse choices here: with nargs="*" argparse checks the empty default against them
+    # and refuses a bare `weights verify` (Python <= 3.12); names are checked in cmd_weights.
+    v.add_argument("names", nargs="*", metavar="{vgg16,vgg19}", help="default: every cached file")
     p.set_defaults(func=cmd_weights)
     return parser
 

@@ -517,3 +517,16 @@ def test_demo_small(real_weights, home, tmp_path):
     assert "Traceback" not in r.stderr
     assert max(png_size(tmp_path / "x.png")) == 64
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]
+
+
+def test_weights_verify_without_names(offline, home, capsys):
+    # A bare `weights verify` checks every cached file (argparse used to refuse it as
+    # "invalid choice: []"); an unknown name is one error line.
+    rc, stdout, stderr = run_main(capsys, "weights", "verify")
+    assert rc == 0, stderr
+    cached = sorted(p.stem for p in (home / "weights").glob("*.safetensors"))
+    assert [line.split(":")[0] for line in stdout.splitlines()] == cached or (
+        not cached and stdout.startswith("no weights cached")
+    )
+    rc, stdout, stderr = run_main(capsys, "weights", "verify", "vgg13")
+    assert_one_error(rc, stdout, stderr, "vgg13")
