@@ -1,0 +1,71 @@
+"""The Gatys loss of one image, and the loss weights it takes as an argument."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxstyle import losses
+from jaxstyle.configs import GatysConfig
+from jaxstyle.nets.vgg import VGGNet
+
+
+def objective(
+    x: jax.Array,
+    net: VGGNet,
+    content_t: dict[str, jax.Array],
+    style_g: dict[str, jax.Array],
+    weights: dict[str, jax.Array],
+    content_layers: tuple[str, ...],
+    style_layers: tuple[str, ...],
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The Gatys loss of one image; see :func:`jaxstyle.losses.gatys_loss`.
+
+    Args:
+        x: the image, (H, W, 3) in [0, 1].
+        net: the loss network.
+        content_t: content features by layer, each (1, h, w, c).
+        style_g: style Gram matrices by layer, each (S, c, c) for S style images.
+        weights: the loss weights of :func:`loss_weights`.
+        content_layers, style_layers: the layers the loss uses.
+
+    Returns:
+        ``(total, {"total", "content", "style", "tv": scalar})``.
+    """
+    layers = tuple(dict.fromkeys(content_layers + style_layers))
+    feats = net.features(x[None], layers)
+    return losses.gatys_loss(
+        feats,
+        x[None],
+        {n: content_t[n] for n in content_layers},
+        {n: style_g[n] for n in style_layers},
+        content_weight=weights["content"],
+        style_weight=weights["style"],
+        tv_weight=weights["tv"],
+        style_layer_weights={n: weights["layers"][i] for i, n in enumerate(style_layers)},
+        style_blend_weights=weights["blend"],
+    )
+
+
+def loss_weights(cfg: GatysConfig, n_styles: int) -> dict[str, jax.Array]:
+    """The loss weights of ``cfg`` as arrays: an argument of the programs, not part of them.
+
+    Changing a weight (a sweep) therefore reuses the compiled programs.
+
+    Raises:
+        ValueError: ``cfg.style_blend_weights`` has not one value per style image.
+    """
+    layers = cfg.style_layer_weights or (1.0,) * len(cfg.style_layers)
+    blend = np.asarray(cfg.style_blend_weights or (1.0,) * n_styles, np.float32)
+    if len(blend) != n_styles:
+        raise ValueError(
+            f"--style-blend-weights has {len(blend)} values for {n_styles} style images"
+        )
+    return {
+        "content": jnp.float32(cfg.content_weight),
+        "style": jnp.float32(cfg.style_weight),
+        "tv": jnp.float32(cfg.tv_weight),
+        "layers": jnp.asarray(layers, jnp.float32),
+        "blend": jnp.asarray(blend / blend.sum()),
+    }

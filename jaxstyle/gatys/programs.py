@@ -1,0 +1,229 @@
+"""The compiled programs of Gatys' method, on a batch of same-shape images.
+
+Each program is a ``jax.jit`` function whose first two arguments are static: the settings that
+shape it (:func:`program_config`: a frozen, hashable :class:`GatysConfig`) and the per-image
+loss (:func:`jaxstyle.gatys.objective.objective` unless a caller passes another). JAX's own jit
+cache, keyed on them and on the argument shapes, reuses a program across calls in a process;
+loss weights, targets and images are arguments, so a sweep over weights compiles once.
+
+The per-image problem is ``vmap``-ed: every image keeps its own optimiser state, exactly as if
+it were optimised alone, while the network runs on the whole batch at once.
+
+A *chunk* runs up to ``n`` iterations per image (between progress reports) in one of two loop
+kinds (``GatysConfig.loop``, chosen per backend by
+:func:`jaxstyle.backend.default_loop_kind` when ``"auto"``): ``device``, one ``lax.while_loop``
+program; ``host``, a Python loop over the compiled :func:`step`. Both run the same traced step
+and give the same iterates. An image whose loss diverges (non-finite, or above
+``EXPLODE_FACTOR`` times its best for ``EXPLODE_PATIENCE`` iterations in a row) stops its chunk
+there; the driver then :func:`restart` s it from its best iterate.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxstyle import backend
+from jaxstyle.configs import GatysConfig
+from jaxstyle.gatys.lbfgs import make_optimizer
+
+#: A loss above this multiple of the image's best loss for EXPLODE_PATIENCE iterations in a row
+#: counts as divergence (a non-finite loss at once). L-BFGS without a line search has brief
+#: spikes of 10-1000x that it recovers from by itself; those are let through.
+EXPLODE_FACTOR = 100.0
+EXPLODE_PATIENCE = 3
+#: The columns of a chunk's per-iteration history.
+HIST = ("total", "content", "style", "tv", "nfev")
+#: in_axes of the arguments after the images: net and weights shared, targets per image.
+_SHARED = (None, 0, 0, None)
+
+Objective = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+
+
+class Carry(NamedTuple):
+    """What the optimisation of a batch carries from one iteration to the next."""
+
+    x: jax.Array  # (B, H, W, 3) current iterates
+    state: Any  # optimiser states (batched)
+    best_x: jax.Array  # (B, H, W, 3) best finite iterates so far
+    best_v: jax.Array  # (B,) their losses
+    high: jax.Array  # (B,) iterations in a row with a loss above EXPLODE_FACTOR * best_v
+
+
+def chunk_len(cfg: GatysConfig) -> int:
+    """Most iterations between progress reports (and intermediate saves)."""
+    return cfg.progress_every if cfg.save_every <= 0 else min(cfg.progress_every, cfg.save_every)
+
+
+def loop_kind(cfg: GatysConfig) -> str:
+    """``cfg.loop``, with ``"auto"`` resolved for this backend."""
+    kind = backend.default_loop_kind() if cfg.loop == "auto" else cfg.loop
+    if kind not in backend.LOOP_KINDS:
+        raise ValueError(f"unknown loop kind {cfg.loop!r}; choose auto, device or host")
+    return kind
+
+
+def program_config(cfg: GatysConfig) -> GatysConfig:
+    """``cfg`` reduced to what the programs depend on; every other field at its default.
+
+    This is the static argument of the programs, so settings that are arguments (loss weights)
+    or that only the driver uses (sizes, iterations, seed...) do not cause a recompilation.
+    """
+    return GatysConfig(
+        optimizer=cfg.optimizer,
+        lr=cfg.lr if cfg.optimizer == "adam" else GatysConfig.lr,
+        linesearch=cfg.linesearch,
+        history_size=cfg.history_size,
+        progress_every=chunk_len(cfg),
+        content_layers=tuple(cfg.content_layers),
+        style_layers=tuple(cfg.style_layers),
+        loop=loop_kind(cfg),
+    )
+
+
+def _optimizer(cfg: GatysConfig, objective: Objective):
+    cl, sl = tuple(cfg.content_layers), tuple(cfg.style_layers)
+
+    def fun(x, net, content_t, style_g, weights):
+        return objective(x, net, content_t, style_g, weights, cl, sl)
+
+    return make_optimizer(cfg, fun), fun
+
+
+def _select(mask: jax.Array, a, b):
+    """Per image: the leaves of ``a`` where ``mask`` (B,), else those of ``b``."""
+
+    def pick(u, v):
+        return jnp.where(mask.reshape(mask.shape + (1,) * (u.ndim - 1)), u, v)
+
+    return jax.tree_util.tree_map(pick, a, b)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def init(cfg: GatysConfig, objective: Objective, x: jax.Array, *args) -> Carry:
+    """The starting carry of a batch: optimiser states at ``x``, ``x`` its best so far."""
+    opt, _ = _optimizer(cfg, objective)
+    state, value = jax.vmap(opt.init, in_axes=(0, *_SHARED))(x, *args)
+    return Carry(x, state, x, value, jnp.zeros(x.shape[:1], jnp.int32))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def evaluate(cfg: GatysConfig, objective: Objective, x: jax.Array, *args):
+    """``(total (B,), terms)`` of a batch of images."""
+    _, fun = _optimizer(cfg, objective)
+    return jax.vmap(fun, in_axes=(0, *_SHARED))(x, *args)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def restart(
+    cfg: GatysConfig, objective: Objective, carry: Carry, failed: jax.Array, *args
+) -> Carry:
+    """Re-initialises the optimiser of the ``failed`` (B,) images at their best iterate."""
+    fresh = init(cfg, objective, carry.best_x, *args)
+    fresh = fresh._replace(best_x=carry.best_x, best_v=carry.best_v)
+    return _select(failed, fresh, carry)
+
+
+def _step(cfg: GatysConfig, objective: Objective, carry: Carry, active: jax.Array, args):
+    """One iteration of the ``active`` (B,) images, with the divergence bookkeeping.
+
+    Returns ``(carry, row (B, len(HIST)), sane (B,))``; inactive images are left unchanged.
+    """
+    opt, _ = _optimizer(cfg, objective)
+
+    def run(careful: bool):
+        one = functools.partial(opt.step, careful=careful)
+        return jax.vmap(one, in_axes=(0, 0, *_SHARED))(carry.x, carry.state, *args)
+
+    if opt.careful_start:  # backtrack while any active image's history is short
+        care = jnp.any(active & jax.vmap(opt.needs_care)(carry.state))
+        out = jax.lax.cond(care, lambda: run(True), lambda: run(False))
+    else:
+        out = run(False)
+    value = out.value
+    finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(out.x), axis=(1, 2, 3))
+    high = jnp.where(value > EXPLODE_FACTOR * carry.best_v, carry.high + 1, 0)
+    sane = finite & (high < EXPLODE_PATIENCE)
+    better = active & finite & (value < carry.best_v)
+    new = Carry(
+        x=out.x,
+        state=out.state,
+        best_x=_select(better, out.at, carry.best_x),
+        best_v=jnp.where(better, value, carry.best_v),
+        high=high,
+    )
+    terms = out.terms
+    row = jnp.stack([value, terms["content"], terms["style"], terms["tv"], out.nfev], axis=1)
+    return _select(active, new, carry), row.astype(jnp.float32), sane
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def step(cfg: GatysConfig, objective: Objective, carry: Carry, active: jax.Array, *args):
+    """One compiled iteration of :func:`_step`: the program the host loop calls."""
+    return _step(cfg, objective, carry, active, args)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def device_chunk(cfg: GatysConfig, objective: Objective, carry: Carry, n: jax.Array, *args):
+    """Up to ``n`` (B,) iterations per image in one ``lax.while_loop``; see :func:`run_chunk`."""
+    b = n.shape[0]
+
+    def active(c):
+        i, _, _, _, ok = c
+        return (i < n) & ok
+
+    def body(c):
+        i, carry, hist, steps, ok = c
+        act = active(c)
+        carry, row, sane = _step(cfg, objective, carry, act, args)
+        hist = hist.at[:, i].set(jnp.where(act[:, None], row, hist[:, i]))
+        return i + 1, carry, hist, steps + act, ok & ~(act & ~sane)
+
+    hist = jnp.zeros((b, chunk_len(cfg), len(HIST)), jnp.float32)
+    zeros = jnp.zeros((b,), jnp.int32)
+    c = (jnp.zeros((), jnp.int32), carry, hist, zeros, jnp.ones((b,), bool))
+    _, carry, hist, steps, ok = jax.lax.while_loop(lambda c: jnp.any(active(c)), body, c)
+    return carry, hist, steps, ok
+
+
+def host_chunk(cfg: GatysConfig, objective: Objective, carry: Carry, n: np.ndarray, *args):
+    """Up to ``n`` (B,) iterations per image, a Python loop over :func:`step`."""
+    n = np.asarray(n)
+    b = n.shape[0]
+    hist = np.zeros((b, chunk_len(cfg), len(HIST)), np.float32)
+    steps = np.zeros(b, np.int32)
+    ok = np.ones(b, bool)
+    for i in range(int(n.max(initial=0))):
+        act = (i < n) & ok
+        if not act.any():
+            break
+        carry, row, sane = step(cfg, objective, carry, jnp.asarray(act), *args)
+        row, sane = np.asarray(row), np.asarray(sane)
+        hist[act, i] = row[act]
+        steps += act
+        ok &= ~(act & ~sane)
+    return carry, hist, steps, ok
+
+
+def run_chunk(cfg: GatysConfig, objective: Objective, carry: Carry, n: np.ndarray, *args):
+    """Up to ``n[b]`` iterations of image ``b``, in the loop kind of ``cfg`` (already reduced
+    by :func:`program_config`).
+
+    Returns:
+        ``(carry, hist (B, chunk_len, len(HIST)), steps (B,), ok (B,))`` as numpy arrays but
+        the carry: ``steps[b]`` iterations ran, recorded in ``hist[b, :steps[b]]``; ``ok[b]``
+        is False when image ``b`` diverged at its last step.
+    """
+    if cfg.loop == "device":
+        out = device_chunk(cfg, objective, carry, jnp.asarray(n, jnp.int32), *args)
+    elif cfg.loop == "host":
+        out = host_chunk(cfg, objective, carry, n, *args)
+    else:
+        raise ValueError(f"loop kind {cfg.loop!r} is not resolved; use program_config(cfg)")
+    carry, hist, steps, ok = out
+    return carry, np.asarray(hist), np.asarray(steps), np.asarray(ok)
