@@ -17,6 +17,8 @@ from pathlib import Path
 from jaxstyle.configs import GatysConfig, TrainConfig, add_config_flags, config_from_args
 
 EXIT_USAGE = 2
+#: A run that went through but ended badly (a non-finite final loss, restarts used up).
+EXIT_FAILED = 1
 
 
 class UsageError(Exception):
@@ -132,7 +134,9 @@ def run_stylize(
     """Checks everything, loads, stylises, writes outputs (and the log) atomically.
 
     Every check that can fail (settings, paths, image headers, sizes, memory) runs before the
-    weights are loaded or anything is compiled.
+    weights are loaded or anything is compiled. A run that ended badly (a final loss that is not
+    finite, restarts used up) still writes its best iterate and log, prints an ``error:`` line
+    per image, and its log's ``summary.failed`` lists them: the caller exits non-zero.
     """
     from jaxstyle import fileio, gatys
     from jaxstyle import images as imlib
@@ -190,6 +194,8 @@ def run_stylize(
         result.log["outputs"] = list(map(str, outputs))
         with fileio.atomic_path(log_path) as tmp:
             tmp.write_text(json.dumps(result.log, indent=1))
+    for reason in result.failed:
+        print(f"error: {reason}", file=sys.stderr)
     if not quiet:
         names = ", ".join(map(str, outputs))
         print(
@@ -217,7 +223,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         if len({o.name for o in outputs}) != len(outputs):
             raise UsageError("several content images share a file name; rename them")
     cfg = config_from_args(GatysConfig, args)
-    run_stylize(
+    log = run_stylize(
         contents,
         styles,
         outputs,
@@ -226,7 +232,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         log_path=Path(args.log) if args.log else None,
         quiet=args.quiet,
     )
-    return 0
+    return EXIT_FAILED if log["summary"]["failed"] else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -238,7 +244,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = GatysConfig(
         size=args.size, scales=(args.size // 2, args.size), iterations=args.iterations
     )
-    run_stylize(
+    log = run_stylize(
         [Path("<demo content>")],
         [Path("<demo style>")],
         [Path(args.output)],
@@ -248,7 +254,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         preloaded=([content], [style]),
     )
-    return 0
+    return EXIT_FAILED if log["summary"]["failed"] else 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -530,3 +530,35 @@ def test_weights_verify_without_names(offline, home, capsys):
     )
     rc, stdout, stderr = run_main(capsys, "weights", "verify", "vgg13")
     assert_one_error(rc, stdout, stderr, "vgg13")
+
+
+def test_stylize_that_ends_badly_exits_1(inputs, offline, tmp_path, capsys, monkeypatch):
+    # A loss that is never finite (injected through gatys.stylize's objective argument) uses
+    # up the restarts: the best (finite) iterate and the log are written, each failure is an
+    # error: line on stderr, and the exit status is 1, not 0.
+    import jax.numpy as jnp
+
+    from jaxstyle import gatys
+    from jaxstyle import weights as jw
+    from jaxstyle.nets import vgg
+
+    weights = tmp_path / "random-vgg16.safetensors"
+    jw.save(weights, vgg.init_params("vgg16"), {"arch": "vgg16", "convention": "caffe"})
+
+    def never_finite(x, *args):
+        total = jnp.sum(x) * jnp.nan
+        return total, {"total": total, "content": total, "style": total, "tv": total}
+
+    real = gatys.stylize
+    monkeypatch.setattr(gatys, "stylize", lambda *a, **k: real(*a, objective=never_finite, **k))
+    out, log = tmp_path / "out.png", tmp_path / "log.json"
+    argv = [str(inputs["content"]), str(inputs["style"]), "-o", str(out), "--log", str(log)]
+    rc, stdout, stderr = run_main(
+        capsys, "stylize", *argv, "--weights", str(weights), "--size", "32", "-q"
+    )
+    assert rc == 1, stderr
+    assert "Traceback" not in stderr and stdout == ""
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "not finite" in errors[1], stderr
+    assert png_size(out) == (32, 24)
+    assert json.loads(log.read_text())["summary"]["failed"] == [e[len("error: ") :] for e in errors]
