@@ -20,12 +20,9 @@ allowed to see a GPU: the accelerators belong to JAX.
 
 from __future__ import annotations
 
-import atexit
-import itertools
 import logging
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +40,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", 
 
 _INSTALL_HINT = "training needs TensorFlow: pip install 'jaxstyle[train]'"
 # Marks the message of the error raised inside tf.numpy_function when a folder holds no readable
-# image, so iterate_numpy can re-raise it as a DataError without TensorFlow's wrapping.
+# image, so NumpyBatches can re-raise it as a DataError without TensorFlow's wrapping.
 _ALL_UNREADABLE = "[jaxstyle:no-readable-images]"
 
 
@@ -194,51 +191,53 @@ def make_dataset(
     return ds, skipped
 
 
-def iterate_numpy(ds: tf.data.Dataset) -> Iterator[np.ndarray]:
-    """Yields the batches of :func:`make_dataset` as numpy uint8 ``[B, S, S, 3]`` arrays.
+class NumpyBatches:
+    """The batches of :func:`make_dataset` as numpy uint8 ``[B, S, S, 3]`` arrays.
 
-    Prefer this to ``ds.as_numpy_iterator()``: the iterator it opens is closed when the
-    interpreter exits. A folder pipeline runs Pillow in TensorFlow's threads, and an iterator
-    still open during interpreter shutdown hangs the process (its threads can no longer take
-    the GIL, and its destructor waits for them; tensorflow/tensorflow#21277).
+    Use it as a context manager; the TensorFlow iterator exists only inside the ``with``::
+
+        with NumpyBatches(ds) as batches:
+            first = next(batches)
+
+    Why not ``ds.as_numpy_iterator()`` alone: a folder pipeline runs Pillow in TensorFlow's
+    threads, and an iterator still alive during interpreter shutdown hangs the process (its
+    threads can no longer take the GIL and its destructor waits for them;
+    tensorflow/tensorflow#21277). Closing it on leaving the ``with`` destroys it while the
+    threads can still finish, and needs no process-wide exit hook.
 
     Raises:
-        DataError: a folder turned out to hold no readable image.
+        DataError: (from ``next``) a folder turned out to hold no readable image.
+        RuntimeError: ``next`` outside the ``with``.
     """
-    tf = _import_tf()
-    key = next(_keys)
-    _open_iterators[key] = ds.as_numpy_iterator()
-    _close_iterators_at_exit()
-    try:
-        # No local name holds the iterator across the yield, or the exit hook could not drop it.
-        while key in _open_iterators:
-            try:
-                batch = next(_open_iterators[key])
-            except StopIteration:
-                return
-            except tf.errors.OpError as e:
-                if _ALL_UNREADABLE in e.message:
-                    raise DataError(_unwrap(e.message)) from None
-                raise
-            yield batch["image"]
-    finally:
-        _open_iterators.pop(key, None)
 
+    def __init__(self, ds: tf.data.Dataset) -> None:
+        self._ds = ds
+        self._it: Any = None
 
-_keys = itertools.count()
-_open_iterators: dict[int, Any] = {}
-_atexit_registered = False
+    def __enter__(self) -> NumpyBatches:
+        self._tf = _import_tf()
+        self._it = self._ds.as_numpy_iterator()
+        return self
 
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
-def _close_iterators_at_exit() -> None:
-    """Registers (once) the exit hook that drops iterate_numpy's iterators."""
-    global _atexit_registered
-    if not _atexit_registered:
-        # atexit hooks run while other threads can still take the GIL, so in-flight Pillow
-        # decodes finish and the iterators are destroyed cleanly; registered after TensorFlow's
-        # own hooks, it runs before them.
-        atexit.register(_open_iterators.clear)
-        _atexit_registered = True
+    def close(self) -> None:
+        """Destroys the TensorFlow iterator (its threads finish their work first)."""
+        self._it = None
+
+    def __iter__(self) -> NumpyBatches:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        if self._it is None:
+            raise RuntimeError("NumpyBatches: use it inside `with NumpyBatches(ds) as batches:`")
+        try:
+            return next(self._it)["image"]
+        except self._tf.errors.OpError as e:
+            if _ALL_UNREADABLE in e.message:
+                raise DataError(_unwrap(e.message)) from None
+            raise
 
 
 def _unwrap(message: str) -> str:

@@ -3,15 +3,28 @@
 A transformation network (``transformer_net``) is trained with Adam so that its output for a
 content image ``x`` minimises ``content_weight * content(y, x) + style_weight * style(y, s) +
 tv_weight * tv(y)`` under VGG16, with the loss definitions of :mod:`jaxstyle.losses` averaged over
-the batch. ``train_step`` is a plain function, jitted once with the state donated.
+the batch.
 
-Scaling: the batch is sharded over every local device along a ``data`` mesh axis (parameters
-replicated); with several hosts, ``jax.distributed.initialize()`` runs when the standard
-coordinator variables are set and each host reads its own shard of the data.
+The pieces, in the order :func:`train_and_evaluate` calls them (the shape of flax's
+``examples/imagenet/train.py``; benchmarks call the same pieces):
+
+* :func:`prepare_workdir`: every output is checked writable before any work;
+* :func:`make_shardings`: the batch is sharded over every local device along a ``data`` mesh
+  axis (parameters replicated); with several hosts, :func:`maybe_initialize_distributed` joins
+  the job and each host reads its own shard of the data;
+* :func:`style_grams`, :func:`loss_weights`: the constant arguments of the step;
+* :func:`create_train_state`, :class:`Checkpoints`, :func:`restore_or_init`;
+* :func:`train_step`, a plain function, jitted once with the state donated by
+  :func:`make_train_step`;
+* :func:`open_batches`, :func:`validation_images`, :class:`MetricsLog`;
+* :func:`train_loop`: steps, metrics, previews, checkpoints.
 
 Reliability: orbax checkpoints every ``checkpoint_every`` steps and on Ctrl-C/SIGTERM; rerunning
 the same command in the same workdir restores the latest one and skips the batches already
-seen, so training continues with exactly the losses it would have had.
+seen, so training continues with exactly the losses it would have had. A state whose loss (or
+any value) is not finite is never saved: training stops with a :class:`TrainError` and the last
+good checkpoint stays. ``config.json`` is written only once the first batch was read, so a run
+that fails to start leaves nothing that would refuse the corrected rerun.
 """
 
 from __future__ import annotations
@@ -19,14 +32,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import json
+import math
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import jax
@@ -36,7 +51,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxstyle import losses
+from jaxstyle import fileio, losses
 from jaxstyle.configs import TrainConfig
 from jaxstyle.nets.transformer_net import PRESETS, NetConfig, TransformerNet, init_params
 from jaxstyle.nets.vgg import VGGNet
@@ -137,8 +152,56 @@ def make_train_step(cfg: TrainConfig, tx: optax.GradientTransformation) -> Calla
     return jax.jit(step, donate_argnums=0)
 
 
+def create_train_state(cfg: TrainConfig, tx: optax.GradientTransformation) -> TrainState:
+    """Step 0: the network's initial parameters (seeded by ``cfg.seed``) and Adam's state."""
+    params = init_params(net_config(cfg), jax.random.PRNGKey(cfg.seed))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def loss_weights(cfg: TrainConfig) -> dict[str, jax.Array]:
+    """The loss weights as arrays, so a change of weight does not recompile the step."""
+    return {k: jnp.float32(getattr(cfg, f"{k}_weight")) for k in ("content", "style", "tv")}
+
+
+def style_grams(
+    vgg: VGGNet, style: np.ndarray | jax.Array, layers: tuple[str, ...]
+) -> dict[str, jax.Array]:
+    """The Gram matrix of a float HW3 style image at each of ``layers`` (no batch axis)."""
+    feats = vgg.features(jnp.asarray(style)[None], tuple(layers))
+    return {k: losses.gram(v)[0] for k, v in feats.items()}
+
+
+@jax.jit
+def all_finite(tree: Any) -> jax.Array:
+    """True when every floating-point value in ``tree`` is finite (one scalar, on device)."""
+    leaves = [x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
 # ---------------------------------------------------------------------------------------------
-# The training loop.
+# Devices.
+
+
+class Shardings(NamedTuple):
+    """Where the training arrays live: constants and state replicated, batches split."""
+
+    replicated: NamedSharding
+    batch: NamedSharding
+
+
+def make_shardings(batch_size: int) -> Shardings:
+    """A one-axis ``data`` mesh over every device; the global batch is split along it.
+
+    Raises:
+        TrainError: ``batch_size`` is not divisible by the number of devices.
+    """
+    devices = jax.devices()
+    if batch_size % len(devices):
+        raise TrainError(
+            f"--batch-size {batch_size} is not divisible by the {len(devices)} devices"
+        )
+    mesh = Mesh(np.array(devices), ("data",))
+    return Shardings(NamedSharding(mesh, P()), NamedSharding(mesh, P("data")))
 
 
 def maybe_initialize_distributed() -> None:
@@ -152,11 +215,53 @@ def maybe_initialize_distributed() -> None:
                 raise
 
 
+# ---------------------------------------------------------------------------------------------
+# The workdir: config, checkpoints, metrics, previews.
+
+#: What training writes in its workdir, and whether each is a folder.
+WORKDIR_OUTPUTS = {
+    "checkpoints": True,
+    "tensorboard": True,
+    "previews": True,
+    "config.json": False,
+    "metrics.jsonl": False,
+}
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turns an OSError (or a refused output) while writing ``path`` into a TrainError."""
+    try:
+        yield
+    except fileio.OutputError as e:
+        raise TrainError(str(e)) from None
+    except OSError as e:
+        raise TrainError(f"{path}: cannot write ({e.strerror or e})") from e
+
+
+def prepare_workdir(workdir: str | Path) -> Path:
+    """Checks that everything training writes in ``workdir`` can be written, then creates it.
+
+    Runs before any work, so a workdir below a file or on a read-only disk fails at once.
+
+    Raises:
+        TrainError: naming the path that cannot be written.
+    """
+    workdir = Path(workdir).expanduser().resolve()
+    for path, folder in [(workdir, True)] + [(workdir / k, v) for k, v in WORKDIR_OUTPUTS.items()]:
+        with _writing(path):
+            fileio.check_writable(path, folder=folder)
+    with _writing(workdir):
+        workdir.mkdir(parents=True, exist_ok=True)
+    return workdir
+
+
 def _config_json(cfg: TrainConfig, style_path: str) -> dict[str, Any]:
     return {"style": str(Path(style_path).resolve()), **dataclasses.asdict(cfg)}
 
 
 def _check_workdir_config(workdir: Path, current: dict[str, Any]) -> None:
+    """Refuses to resume a checkpoint trained with other (non-resumable) settings."""
     path = workdir / "config.json"
     if not path.exists():
         return
@@ -171,6 +276,224 @@ def _check_workdir_config(workdir: Path, current: dict[str, Any]) -> None:
             f"{workdir} holds a run with other settings ({'; '.join(diffs)}); "
             "use a new --workdir or the same settings to resume"
         )
+
+
+def _write_config(workdir: Path, meta: dict[str, Any]) -> None:
+    path = workdir / "config.json"
+    with _writing(path), fileio.atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(meta, indent=1))
+
+
+class Checkpoints:
+    """orbax checkpoints of a :class:`TrainState`; never saves a state that is not finite.
+
+    Keeps the last ``max_to_keep``; since a non-finite state is refused rather than saved, a
+    diverged run cannot push the good checkpoints out. Use as a context manager: leaving it
+    waits for the pending (asynchronous) save.
+    """
+
+    def __init__(self, directory: Path, max_to_keep: int = 3, *, create: bool = True) -> None:
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        self.directory = Path(directory)
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create)
+        with _writing(self.directory):
+            self._mngr = ocp.CheckpointManager(self.directory, options=options)
+
+    def __enter__(self) -> Checkpoints:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def latest_step(self) -> int | None:
+        """The step of the newest checkpoint, or ``None``."""
+        step = self._mngr.latest_step()
+        return None if step is None else int(step)
+
+    def restore(self, step: int, like: TrainState) -> TrainState:
+        """The state saved at ``step``, with the shapes, dtypes and shardings of ``like``."""
+        abstract = jax.tree_util.tree_map(self._ocp.utils.to_shape_dtype_struct, like)
+        return self._mngr.restore(step, args=self._ocp.args.StandardRestore(abstract))
+
+    def check_finite(self, step: int, loss: float, state: TrainState | None = None) -> None:
+        """Raises TrainError, naming the last good checkpoint, if ``loss`` or ``state`` is not
+        finite. A loss is that of the parameters before ``step``; the state's check catches
+        parameters that became non-finite in the step itself.
+        """
+        if math.isfinite(loss) and (state is None or bool(all_finite(state))):
+            return
+        self.wait()
+        good = self.latest_step()
+        what = f"the loss is {loss}" if not math.isfinite(loss) else "the state holds NaN/inf"
+        kept = (
+            "no checkpoint was saved"
+            if good is None
+            else f"the last good checkpoint (step {good}) is kept in {self.directory}"
+        )
+        raise TrainError(
+            f"training diverged at step {step}: {what}; stopped without saving it, and {kept}. "
+            "Lower --lr or the loss weights and train in a new --workdir"
+        )
+
+    def save(self, step: int, state: TrainState, loss: float) -> None:
+        """Saves ``state`` as ``step`` (asynchronously) after checking that it is finite."""
+        self.check_finite(step, loss, state)
+        with _writing(self.directory):
+            self._mngr.save(step, args=self._ocp.args.StandardSave(state))
+
+    def wait(self) -> None:
+        """Waits until the pending save is on disk."""
+        with _writing(self.directory):
+            self._mngr.wait_until_finished()
+
+    def close(self) -> None:
+        self.wait()
+        self._mngr.close()
+
+
+def restore_or_init(ckpts: Checkpoints, state: TrainState) -> tuple[TrainState, int]:
+    """The latest checkpoint (its shapes those of ``state``) and its step, or ``(state, 0)``."""
+    step = ckpts.latest_step()
+    if step is None:
+        return state, 0
+    return ckpts.restore(step, state), step
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (one JSON record per logged step) and TensorBoard's ``loss/*`` scalars.
+
+    Opening it drops the records past ``start`` (written after the checkpoint a resumed run
+    starts from) and any line that is not a whole JSON record (a run killed mid-write).
+    """
+
+    def __init__(self, workdir: Path, start: int) -> None:
+        self.path = workdir / "metrics.jsonl"
+        with _writing(self.path):
+            _truncate_metrics(self.path, start)
+            self._file = open(self.path, "a")  # noqa: SIM115 - closed by close()
+        self._tb = _summary_writer(workdir / "tensorboard")
+
+    def __enter__(self) -> MetricsLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Appends ``record`` (with its ``step``) and flushes, so a crash loses no record."""
+        with _writing(self.path):
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        if self._tb is not None:
+            import tensorflow as tf
+
+            with self._tb.as_default(step=record["step"]):
+                for k in ("total", "content", "style", "tv"):
+                    tf.summary.scalar(f"loss/{k}", record[k])
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.flush()
+
+
+def _summary_writer(folder: Path) -> Any:
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return None
+    return tf.summary.create_file_writer(str(folder))
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Keeps the whole records of steps up to ``step``; rewrites the file atomically."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the half-written last line of a killed run
+        if isinstance(record, dict) and record.get("step", math.inf) <= step:
+            keep.append(line)
+    with fileio.atomic_path(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in keep))
+
+
+def _previewer(
+    folder: Path, ncfg: NetConfig, validation: list[np.ndarray], replicated: NamedSharding
+) -> Callable[[int, TrainState], None]:
+    """``(step, state) -> None`` saving the validation images above their stylised versions."""
+    from jaxstyle import images as imlib
+
+    apply = jax.jit(
+        lambda p, x: TransformerNet(ncfg).apply({"params": p}, x), out_shardings=replicated
+    )
+    x = np.stack(validation).astype(np.float32)
+    top = np.concatenate(list(x), axis=1)
+
+    def save(step: int, state: TrainState) -> None:
+        y = np.clip(np.asarray(apply(state.params, jnp.asarray(x))), 0, 1)
+        path = folder / f"step_{step:06d}.png"
+        with _writing(path):
+            imlib.save_image(path, np.concatenate([top, np.concatenate(list(y), axis=1)]))
+
+    return save
+
+
+# ---------------------------------------------------------------------------------------------
+# Data.
+
+
+@contextlib.contextmanager
+def open_batches(cfg: TrainConfig, start: int = 0) -> Iterator[tuple[Iterator[np.ndarray], Any]]:
+    """This host's uint8 batches from step ``start + 1`` on, and the skipped-files counter.
+
+    The pipeline is deterministic, so skipping ``start`` batches resumes exactly where a run
+    stopped. The TensorFlow iterator is closed on leaving the ``with``.
+    """
+    from jaxstyle import input_pipeline
+
+    ds, skipped = input_pipeline.make_dataset(
+        cfg.data,
+        image_size=cfg.image_size,
+        batch_size=cfg.batch_size // jax.process_count(),
+        seed=cfg.seed,
+        data_dir=cfg.data_dir or None,
+        num_shards=jax.process_count(),
+        shard_index=jax.process_index(),
+    )
+    with input_pipeline.NumpyBatches(ds.skip(start)) as batches:
+        yield batches, skipped
+
+
+def validation_images(cfg: TrainConfig, n: int = 4) -> list[np.ndarray]:
+    """Fixed preview images: centre crops of the first ``n`` files, float HW3 in [0, 1].
+
+    Read from a dataset of their own: a second iterator over the training dataset would
+    advance its reshuffling seed.
+    """
+    from jaxstyle import input_pipeline
+
+    ds, _ = input_pipeline.make_dataset(
+        cfg.data,
+        image_size=cfg.image_size,
+        batch_size=min(cfg.batch_size, n),
+        seed=cfg.seed,
+        data_dir=cfg.data_dir or None,
+        shuffle_buffer=0,
+        random_crop=False,
+    )
+    with input_pipeline.NumpyBatches(ds.take(1)) as batches:
+        first = next(batches)
+    return [b.astype(np.float32) / 255.0 for b in first]
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop and the driver.
 
 
 class _Interrupt:
@@ -196,15 +519,80 @@ class _Interrupt:
             signal.signal(sig, old)
 
 
-def train_and_evaluate(
+@dataclasses.dataclass
+class LoopOutputs:
+    """Where :func:`train_loop` writes: checkpoints, metrics and preview images."""
+
+    ckpts: Checkpoints
+    metrics: MetricsLog
+    preview: Callable[[int, TrainState], None]
+    skipped: Any  # input_pipeline.SkipCounter: read when a record is written
+
+
+def train_loop(
     cfg: TrainConfig,
-    workdir: str | Path,
-    style_path: str,
-    vgg: VGGNet,
+    state: TrainState,
+    start: int,
+    batches: Iterator[np.ndarray],
+    step_fn: Callable,
+    consts: tuple[Any, ...],
+    batch_sharding: NamedSharding,
+    out: LoopOutputs,
     *,
     progress: bool = True,
-    validation: list[np.ndarray] | None = None,
-    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Steps ``start + 1 .. cfg.steps``, logging, previewing and checkpointing on schedule.
+
+    ``consts`` are the step's arguments after the batch (VGG, style Grams, loss weights). Stops
+    early, with a checkpoint, on Ctrl-C/SIGTERM. Returns the last metrics record plus
+    ``compile_seconds`` and ``interrupted``.
+
+    Raises:
+        TrainError: the loss or the state became non-finite (nothing non-finite is saved).
+    """
+    from tqdm.auto import tqdm
+
+    last: dict[str, Any] = {"step": start}
+    bar = tqdm(total=cfg.steps, initial=start, unit="step", disable=not progress, desc="train")
+    step, t_compile, t_last, saved = start, None, time.perf_counter(), start
+    with _Interrupt() as interrupt:
+        while step < cfg.steps and not interrupt.requested:
+            batch = jax.make_array_from_process_local_data(batch_sharding, next(batches))
+            if t_compile is None:
+                t0 = time.perf_counter()
+                step_fn = step_fn.lower(state, batch, *consts).compile()
+                t_compile = time.perf_counter() - t0
+            state, terms = step_fn(state, batch, *consts)
+            step += 1
+            bar.update(1)
+            log = step % cfg.log_every == 0 or step == cfg.steps
+            show = step % cfg.preview_every == 0 or step == cfg.steps
+            save = step % cfg.checkpoint_every == 0 or step == cfg.steps or interrupt.requested
+            if not (log or show or save):
+                continue  # no host sync: the next step is dispatched at once
+            terms = {k: float(v) for k, v in terms.items()}
+            if log:
+                now = time.perf_counter()
+                last = {"step": step, **terms, "skipped_images": out.skipped.count}
+                last["seconds"], t_last = now - t_last, now
+                out.metrics.write(last)
+                bar.set_postfix({k: f"{terms[k]:.4g}" for k in ("total", "content", "style")})
+            out.ckpts.check_finite(step, terms["total"])  # before a preview of NaNs
+            if show:
+                out.preview(step, state)
+            if save:
+                out.ckpts.save(step, state, terms["total"])
+                saved = step
+        if interrupt.requested and saved != step:  # the signal came after this step's check
+            out.ckpts.save(step, state, float(terms["total"]))
+    bar.close()
+    if interrupt.requested and step < cfg.steps:
+        print(f"interrupted at step {step}: checkpoint saved; rerun to resume", file=sys.stderr)
+    return {**last, "compile_seconds": t_compile, "interrupted": interrupt.requested}
+
+
+def train_and_evaluate(
+    cfg: TrainConfig, workdir: str | Path, style_path: str, vgg: VGGNet, *, progress: bool = True
 ) -> dict[str, Any]:
     """Trains (or resumes) in ``workdir``; returns the last metrics record.
 
@@ -214,185 +602,59 @@ def train_and_evaluate(
         style_path: the style image.
         vgg: the VGG16 loss network.
         progress: show a progress bar.
-        validation: fixed images for previews (default: the first batch of the data).
-        stop_after: stop (with a checkpoint) after this many steps of this call, as if
-            interrupted (tests).
-    """
-    import orbax.checkpoint as ocp
-    from tqdm.auto import tqdm
 
+    Returns:
+        The last metrics record (``step``, the loss terms, ...), with ``compile_seconds`` and
+        ``interrupted``; only ``step`` when ``workdir`` had already trained ``cfg.steps``.
+
+    Raises:
+        TrainError: unwritable workdir, other settings in it, or a loss that became non-finite.
+        DataError: the data cannot be read (nothing is written in ``workdir`` then).
+    """
     from jaxstyle import images as imlib
-    from jaxstyle import input_pipeline
 
     cfg.validate()
     maybe_initialize_distributed()
-    workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = prepare_workdir(workdir)
     meta = _config_json(cfg, style_path)
-    _check_workdir_config(workdir, meta)
     style = imlib.resize_long_side(imlib.load_image(style_path), cfg.style_size)
-
-    devices = jax.devices()
-    if cfg.batch_size % len(devices):
-        raise TrainError(
-            f"--batch-size {cfg.batch_size} is not divisible by the {len(devices)} devices"
-        )
-    mesh = Mesh(np.array(devices), ("data",))
-    replicated = NamedSharding(mesh, P())
-    batch_sharding = NamedSharding(mesh, P("data"))
-
-    vgg = jax.device_put(vgg.with_pooling("max"), replicated)
-    style_feats = vgg.features(jnp.asarray(style)[None], tuple(cfg.style_layers))
-    style_grams = {k: losses.gram(v)[0] for k, v in style_feats.items()}
-    weights = {
-        "content": jnp.float32(cfg.content_weight),
-        "style": jnp.float32(cfg.style_weight),
-        "tv": jnp.float32(cfg.tv_weight),
-    }
-    style_grams, weights = jax.device_put((style_grams, weights), replicated)
-
+    shardings = make_shardings(cfg.batch_size)
     tx = make_optimizer(cfg)
-    ncfg = net_config(cfg)
-    params = init_params(ncfg, jax.random.PRNGKey(cfg.seed))
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-
-    mngr = ocp.CheckpointManager(
-        workdir / "checkpoints",
-        options=ocp.CheckpointManagerOptions(max_to_keep=3, create=True),
-    )
-    start = 0
-    if mngr.latest_step() is not None:
-        start = int(mngr.latest_step())
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
-        state = mngr.restore(start, args=ocp.args.StandardRestore(abstract))
-    else:
-        (workdir / "config.json").write_text(json.dumps(meta, indent=1))
-    state = jax.device_put(state, replicated)
-    if start >= cfg.steps:
-        print(f"{workdir}: already trained {start} steps (--steps {cfg.steps})", file=sys.stderr)
-        return {"step": start}
-
-    source = cfg.data
-    ds, skipped = input_pipeline.make_dataset(
-        source,
-        image_size=cfg.image_size,
-        batch_size=cfg.batch_size // jax.process_count(),
-        seed=cfg.seed,
-        data_dir=cfg.data_dir or None,
-        num_shards=jax.process_count(),
-        shard_index=jax.process_index(),
-    )
-    if validation is None:
-        # Fixed preview images: centre crops of the first files, from a dataset of their own
-        # (a second iterator over ``ds`` would advance its reshuffling seed).
-        val_ds, _ = input_pipeline.make_dataset(
-            source,
-            image_size=cfg.image_size,
-            batch_size=min(cfg.batch_size, 4),
-            seed=cfg.seed,
-            data_dir=cfg.data_dir or None,
-            shuffle_buffer=0,
-            random_crop=False,
-        )
-        first = next(input_pipeline.iterate_numpy(val_ds.take(1)))
-        validation = [b.astype(np.float32) / 255.0 for b in first]
-    ds = ds.skip(start)  # deterministic pipeline: resume exactly where the last run stopped
-    batches = input_pipeline.iterate_numpy(ds)
-
-    step_fn = make_train_step(cfg, tx)
-    preview_fn = jax.jit(
-        lambda p, x: TransformerNet(ncfg).apply({"params": p}, x), out_shardings=replicated
-    )
-    tb = _summary_writer(workdir)
-    metrics_path = workdir / "metrics.jsonl"
-    _truncate_metrics(metrics_path, start)
-    previews = workdir / "previews"
-
-    last: dict[str, Any] = {"step": start}
-    end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
-    bar = tqdm(total=cfg.steps, initial=start, unit="step", disable=not progress, desc="train")
-    t_compile = None
-    with _Interrupt() as interrupt, open(metrics_path, "a") as metrics_file:
-        t_last, step = time.perf_counter(), start
-        while step < end and not interrupt.requested:
-            local = next(batches)
-            batch = jax.make_array_from_process_local_data(batch_sharding, local)
-            if t_compile is None:
-                t0 = time.perf_counter()
-                step_fn = step_fn.lower(state, batch, vgg, style_grams, weights).compile()
-                t_compile = time.perf_counter() - t0
-            state, terms = step_fn(state, batch, vgg, style_grams, weights)
-            step += 1
-            bar.update(1)
-            if step % cfg.log_every == 0 or step == end:
-                terms = {k: float(v) for k, v in terms.items()}
-                now = time.perf_counter()
-                last = {
-                    "step": step,
-                    **terms,
-                    "skipped_images": skipped.count,
-                    "seconds": now - t_last,
-                }
-                t_last = now
-                metrics_file.write(json.dumps(last) + "\n")
-                metrics_file.flush()
-                bar.set_postfix({k: f"{terms[k]:.4g}" for k in ("total", "content", "style")})
-                if tb is not None:
-                    with tb.as_default(step=step):
-                        import tensorflow as tf
-
-                        for k, v in terms.items():
-                            tf.summary.scalar(f"loss/{k}", v)
-            if step % cfg.preview_every == 0 or step == cfg.steps:
-                _save_preview(previews / f"step_{step:06d}.png", preview_fn, state, validation)
-            if step % cfg.checkpoint_every == 0 or step == end:
-                mngr.save(step, args=ocp.args.StandardSave(state))
-        if interrupt.requested and step < end:
-            mngr.save(step, args=ocp.args.StandardSave(state))
-            bar.write(f"interrupted at step {step}: checkpoint saved; rerun to resume")
-    mngr.wait_until_finished()
-    bar.close()
-    if tb is not None:
-        tb.flush()
-    last["compile_seconds"] = t_compile
-    last["interrupted"] = bool(interrupt.requested)
-    return last
-
-
-def _summary_writer(workdir: Path):
-    try:
-        import tensorflow as tf
-    except ImportError:
-        return None
-    return tf.summary.create_file_writer(str(workdir / "tensorboard"))
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drops records past ``step`` (written after the checkpoint a resumed run starts from)."""
-    if not path.exists():
-        return
-    keep = [
-        line
-        for line in path.read_text().splitlines()
-        if line.strip() and json.loads(line)["step"] <= step
-    ]
-    path.write_text("".join(line + "\n" for line in keep))
-
-
-def _save_preview(path: Path, preview_fn, state: TrainState, validation: list[np.ndarray]):
-    from jaxstyle import images as imlib
-
-    x = np.stack(validation).astype(np.float32)
-    y = np.clip(np.asarray(preview_fn(state.params, jnp.asarray(x))), 0, 1)
-    top = np.concatenate(list(x), axis=1)
-    bottom = np.concatenate(list(y), axis=1)
-    imlib.save_image(path, np.concatenate([top, bottom], axis=0))
+    with Checkpoints(workdir / "checkpoints") as ckpts:
+        if ckpts.latest_step() is not None:  # settings matter only when resuming
+            _check_workdir_config(workdir, meta)
+        state, start = restore_or_init(ckpts, create_train_state(cfg, tx))
+        if start >= cfg.steps:
+            print(
+                f"{workdir}: already trained {start} steps (--steps {cfg.steps})",
+                file=sys.stderr,
+            )
+            return {"step": start}
+        with open_batches(cfg, start) as (batches, skipped):
+            first = next(batches)  # the data works: only now is this run worth recording
+            if start == 0:
+                _write_config(workdir, meta)
+            vgg = jax.device_put(vgg.with_pooling("max"), shardings.replicated)
+            consts = (vgg, style_grams(vgg, style, cfg.style_layers), loss_weights(cfg))
+            preview = _previewer(
+                workdir / "previews", net_config(cfg), validation_images(cfg), shardings.replicated
+            )
+            with MetricsLog(workdir, start) as metrics:
+                return train_loop(
+                    cfg,
+                    jax.device_put(state, shardings.replicated),
+                    start,
+                    itertools.chain([first], batches),
+                    make_train_step(cfg, tx),
+                    jax.device_put(consts, shardings.replicated),
+                    shardings.batch,
+                    LoopOutputs(ckpts, metrics, preview, skipped),
+                    progress=progress,
+                )
 
 
 def restore_params(workdir: str | Path) -> tuple[Any, NetConfig, dict[str, Any]]:
     """The latest checkpointed parameters of a workdir, its architecture and its config."""
-    import orbax.checkpoint as ocp
-
     workdir = Path(workdir).resolve()
     cfg_path = workdir / "config.json"
     if not cfg_path.exists():
@@ -402,14 +664,10 @@ def restore_params(workdir: str | Path) -> tuple[Any, NetConfig, dict[str, Any]]
     cfg = TrainConfig(
         **{k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items() if k in fields}
     )
-    mngr = ocp.CheckpointManager(workdir / "checkpoints")
-    step = mngr.latest_step()
-    if step is None:
+    if not (workdir / "checkpoints").is_dir():
         raise TrainError(f"{workdir}: no checkpoint yet")
-    ncfg = net_config(cfg)
-    tx = make_optimizer(cfg)
-    params = init_params(ncfg, jax.random.PRNGKey(0))
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
-    state = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
-    return state.params, ncfg, {**saved, "step": int(step)}
+    with Checkpoints(workdir / "checkpoints", create=False) as ckpts:
+        state, step = restore_or_init(ckpts, create_train_state(cfg, make_optimizer(cfg)))
+    if step == 0:
+        raise TrainError(f"{workdir}: no checkpoint yet")
+    return state.params, net_config(cfg), {**saved, "step": step}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import logging
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxstyle.input_pipeline import DataError, iterate_numpy, make_dataset
+from jaxstyle.input_pipeline import DataError, NumpyBatches, make_dataset
 
 tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
@@ -57,7 +58,8 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _batches(ds: tf.data.Dataset, n: int) -> list[np.ndarray]:
-    return list(itertools.islice(iterate_numpy(ds), n))
+    with NumpyBatches(ds) as batches:
+        return list(itertools.islice(batches, n))
 
 
 def test_folder_batches_are_fixed_shape_uint8(mixed: Path) -> None:
@@ -190,8 +192,8 @@ def test_folder_of_only_unreadable_files_raises_instead_of_hanging(tmp_path: Pat
     (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
     (tmp_path / "bad.png").write_bytes(b"")
     ds, _ = make_dataset(f"folder:{tmp_path}", image_size=S, batch_size=1)
-    with pytest.raises(DataError, match="none of the 2 image files could be read"):
-        next(iterate_numpy(ds))
+    with NumpyBatches(ds) as batches, pytest.raises(DataError, match="none of the 2 image files"):
+        next(batches)
 
 
 @pytest.mark.parametrize("make", ["missing", "empty", "file"])
@@ -237,9 +239,31 @@ def test_tfds_not_prepared_says_how_to_prepare(tmp_path: Path) -> None:
 
 
 def test_tensorflow_never_sees_a_gpu(tmp_path: Path) -> None:
+    # On a machine without a GPU the public API lists no GPU whether or not the pipeline hid
+    # them, and once TensorFlow's runtime starts it fills its visible-device list with every
+    # physical device. So a fresh process reads that list right after the pipeline imported
+    # TensorFlow: it is empty ("everything, GPUs included") unless the pipeline restricted it.
     Image.fromarray(_noise(S, S, 0)).save(tmp_path / "x.png")
-    make_dataset(f"folder:{tmp_path}", image_size=S)
-    assert tf.config.get_visible_devices("GPU") == []
+    code = (
+        "import json, sys, jaxstyle.input_pipeline as ip\n"
+        "from tensorflow.python.eager import context\n"
+        "tf = ip._import_tf()\n"
+        "kinds = [d.device_type for d in context.context()._visible_device_list]\n"
+        "ip.make_dataset('folder:' + sys.argv[1], image_size=32)\n"
+        "print(json.dumps([kinds, len(tf.config.get_visible_devices('GPU'))]))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    kinds, gpus = json.loads(out.stdout.strip().splitlines()[-1])
+    assert kinds, "the pipeline did not restrict TensorFlow's visible devices"
+    assert "GPU" not in kinds and gpus == 0
 
 
 def test_import_without_tensorflow_and_clear_error_on_use() -> None:
@@ -258,17 +282,30 @@ def test_import_without_tensorflow_and_clear_error_on_use() -> None:
     assert "training needs TensorFlow: pip install 'jaxstyle[train]'" in out.stdout
 
 
-def test_exit_with_a_live_iterator_does_not_hang(tmp_path: Path) -> None:
+def test_batches_exist_only_inside_the_with(tmp_path: Path) -> None:
+    Image.fromarray(_noise(S, S, 0)).save(tmp_path / "x.png")
+    ds, _ = make_dataset(f"folder:{tmp_path}", image_size=S, batch_size=1)
+    batches = NumpyBatches(ds)
+    with pytest.raises(RuntimeError, match="inside `with"):
+        next(batches)
+    with batches:
+        assert next(batches).shape == (1, S, S, 3)
+    with pytest.raises(RuntimeError, match="inside `with"):
+        next(batches)  # closed on leaving the with: no iterator is left for exit time
+
+
+def test_exit_inside_the_with_does_not_hang(tmp_path: Path) -> None:
     # With ds.as_numpy_iterator() this script hangs at exit nearly every time: the iterator is
     # destroyed during interpreter shutdown while a Pillow decode of this 300 x 400 image is in
-    # flight. iterate_numpy closes its iterators before that.
+    # flight. NumpyBatches closes it while unwinding out of the with, before shutdown.
     Image.fromarray(_noise(300, 400, 0)).save(tmp_path / "x.png")
     code = (
-        "import sys; from jaxstyle.input_pipeline import make_dataset, iterate_numpy\n"
+        "import sys; from jaxstyle.input_pipeline import make_dataset, NumpyBatches\n"
         "ds, _ = make_dataset('folder:' + sys.argv[1], image_size=64, batch_size=2)\n"
-        "it = iterate_numpy(ds)\n"
-        "for _ in range(3): next(it)\n"
-        "print('done')\n"
+        "with NumpyBatches(ds) as it:\n"
+        "    for _ in range(3): next(it)\n"
+        "    print('done', flush=True)\n"
+        "    sys.exit(0)\n"
     )
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run(
