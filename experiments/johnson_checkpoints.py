@@ -29,6 +29,7 @@ TensorBoard) are kept under ``<out>/work`` and started afresh on every run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -128,12 +129,12 @@ def main(argv: list[str] | None = None) -> dict:
         )
         workdir = out.path(f"work/sw{w_rep:g}")
         shutil.rmtree(workdir, ignore_errors=True)
-        done = 0
         for step in ckpts:
+            # Each segment is a run to `step` (--steps may change on resumption), which ends
+            # with a checkpoint there and resumes exactly.
             last = train.train_and_evaluate(
-                cfg, workdir, str(sp), net, progress=False, stop_after=step - done
+                dataclasses.replace(cfg, steps=step), workdir, str(sp), net, progress=False
             )
-            done = step
             compile_times.append(
                 {
                     "report_style_weight": w_rep,
