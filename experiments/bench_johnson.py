@@ -49,23 +49,23 @@ def run(
     import jax
     import jax.numpy as jnp
 
-    from jaxstyle import losses, train
+    from jaxstyle import train
     from jaxstyle.configs import TrainConfig
-    from jaxstyle.nets.transformer_net import FULL, TransformerNet, init_params
+    from jaxstyle.nets.transformer_net import TransformerNet
     from jaxstyle.weights import load_vgg
 
     rng = np.random.default_rng(0)
     cfg = TrainConfig(image_size=size, batch_size=batch)
     vgg = load_vgg("vgg16") if vgg is None else vgg.with_pooling("max")
     style = jnp.asarray(rng.random((1, size, size, 3), np.float32))
-    grams = {k: losses.gram(v)[0] for k, v in vgg.features(style, cfg.style_layers).items()}
-    weights = {k: jnp.float32(getattr(cfg, f"{k}_weight")) for k in ("content", "style", "tv")}
+    # The same pieces as `jaxstyle train` (train.train_and_evaluate), not copies of them.
+    grams = train.style_grams(vgg, style[0], cfg.style_layers)
+    weights = train.loss_weights(cfg)
     batch_u8 = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
 
     # jaxstyle training step.
     tx = train.make_optimizer(cfg)
-    params = init_params(FULL, jax.random.PRNGKey(0))
-    state = train.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+    state = train.create_train_state(cfg, tx)
     jbatch = jnp.asarray(batch_u8)
     t0 = time.perf_counter()
     step = train.make_train_step(cfg, tx).lower(state, jbatch, vgg, grams, weights).compile()
@@ -79,7 +79,8 @@ def run(
     j_step = timing.median_time(jax_step, steps)
 
     # Inference, jaxstyle side.
-    apply = jax.jit(lambda p, x: TransformerNet(FULL).apply({"params": p}, x))
+    ncfg = train.net_config(cfg)
+    apply = jax.jit(lambda p, x: TransformerNet(ncfg).apply({"params": p}, x))
     xs = {b: jnp.asarray(rng.random((b, size, size, 3), np.float32)) for b in infer_batches}
     infer = {}
     for b, x in xs.items():
