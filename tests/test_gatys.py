@@ -344,6 +344,7 @@ def test_batch_equals_each_image_alone(vgg16, content, style, shared_images):
     # After 3 iterations batch and single runs agree to float rounding. Much later they drift
     # apart (~1e-3 by iteration 5 at this size): the batched convolutions round differently,
     # and L-BFGS without a line search amplifies that, so a longer run cannot be compared.
+    # (The first iterations' backtracking lifts the gap at iteration 3 from <1e-4 to ~1.2e-4.)
     golden = imlib.load_image(shared_images / "content/golden_gate.jpg")
     other = imlib.resize(golden, *content.shape[:2])
     c = cfg(iterations=3)
@@ -357,7 +358,7 @@ def test_batch_equals_each_image_alone(vgg16, content, style, shared_images):
         check_image(batch.images[i], img.shape)
         moved = np.abs(batch.images[i] - img).max()
         gap = np.abs(batch.images[i] - alone.images[0]).max()
-        assert gap < 1e-4, (i, gap)
+        assert gap < 3e-4, (i, gap)
         assert moved > 100 * gap, (i, moved, gap)
         np.testing.assert_allclose(totals(batch.log, i), totals(alone.log), rtol=1e-4)
 
