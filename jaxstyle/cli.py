@@ -268,7 +268,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(TrainConfig, args)
     cfg.validate()
-    imlib.load_image(args.style)  # fail before any work when the style image is bad
+    imlib.image_shape(args.style)  # fail before any work when the style image is bad
+    train.prepare_workdir(args.workdir)  # ... or when the workdir cannot be written
     enable_compile_cache()
     vgg = load_vgg("vgg16", "max", args.weights, progress=not args.quiet)
     last = train.train_and_evaluate(cfg, args.workdir, args.style, vgg, progress=not args.quiet)

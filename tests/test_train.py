@@ -440,6 +440,14 @@ def test_cli_train_apply_bad_inputs(cli_main, cli_env, data_dir, style_path, tmp
             ["train", str(style_path), "--workdir", str(tmp_path / "file" / "w"), *train_args],
             [str(tmp_path / "file")],
         ),
+        (
+            ["train", str(style_path), "--workdir", str(tmp_path / "w4"), "--lr", "nan"],
+            ["--lr", "not a finite number"],
+        ),
+        (
+            ["train", str(style_path), "--workdir", str(tmp_path / "w5"), "--style-weight", "inf"],
+            ["--style-weight", "not a finite number"],
+        ),
         (["export", str(tmp_path), "-o", str(tmp_path / "m.safetensors")], ["config.json"]),
         (
             ["apply", str(tmp_path / "none.safetensors"), src, "-o", str(existing)],
@@ -459,3 +467,5 @@ def test_cli_train_apply_bad_inputs(cli_main, cli_env, data_dir, style_path, tmp
     assert existing.read_bytes() == before
     # The --data typo wrote no config.json, which would refuse the corrected rerun.
     assert not (tmp_path / "w2" / "config.json").exists()
+    # Refused settings leave no workdir behind.
+    assert not (tmp_path / "w4").exists() and not (tmp_path / "w5").exists()
