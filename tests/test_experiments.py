@@ -99,13 +99,21 @@ def script(name: str):
 
 @pytest.fixture(scope="module")
 def image_dirs(tmp_path_factory) -> tuple[Path, Path]:
-    """``(content dir, style dir)`` of scikit-image's photos, at most 128 px."""
+    """``(content dir, style dir)`` of scikit-image's photos, 128x85 px.
+
+    Cropped to 3:2 landscape: no more pixels at a given long side than the report's photos.
+    """
     data = pytest.importorskip("skimage.data", reason="scikit-image (the test extra) absent")
     root = tmp_path_factory.mktemp("images")
     for kind, names in (("content", CONTENT), ("style", (STYLE,))):
         (root / kind).mkdir()
         for name in names:
-            img = Image.fromarray(getattr(data, name)())
+            pixels = getattr(data, name)()
+            h, w = pixels.shape[:2]
+            h2 = min(h, w * 2 // 3)
+            top, w2 = (h - h2) // 2, min(w, h2 * 3 // 2)
+            left = (w - w2) // 2
+            img = Image.fromarray(pixels[top : top + h2, left : left + w2])
             img.thumbnail((128, 128))
             img.save(root / kind / f"{name}.png")
     return root / "content", root / "style"
