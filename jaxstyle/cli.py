@@ -456,7 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--bucket",
         type=int,
         default=64,
-        help="pad sizes up to a multiple of this, one compile per bucket (default: %(default)s)",
+        help="pad sizes up to a multiple of this, one compile per bucket; the padding does not "
+        "change any output (default: %(default)s)",
     )
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_apply)

@@ -26,10 +26,12 @@ def load_any(model: str | Path) -> tuple[Any, NetConfig, dict[str, Any]]:
 
 
 def _pad_to(image: np.ndarray, h: int, w: int) -> np.ndarray:
-    ph, pw = h - image.shape[0], w - image.shape[1]
-    # Reflection needs the pad to be smaller than the side; fall back to edge replication.
-    mode = "reflect" if ph < image.shape[0] and pw < image.shape[1] else "edge"
-    return np.pad(image, ((0, ph), (0, pw), (0, 0)), mode=mode)
+    """``image`` on an ``h`` x ``w`` canvas: reflected up to a multiple of 4 (as
+    :func:`~jaxstyle.nets.transformer_net.stylize` does for an image alone), then edge rows
+    (whose values the network ignores: it refills them from the image's region)."""
+    ih, iw = image.shape[:2]
+    x = np.pad(image, ((0, -ih % 4), (0, -iw % 4), (0, 0)), mode="reflect")
+    return np.pad(x, ((0, h - x.shape[0]), (0, w - x.shape[1]), (0, 0)), mode="edge")
 
 
 def _pixels(image: np.ndarray | ImageFile) -> np.ndarray:
@@ -48,10 +50,11 @@ def apply_images(
 ) -> list[np.ndarray]:
     """Stylises HWC [0, 1] images of any sizes.
 
-    Images are padded (reflection) up to a multiple of ``bucket`` pixels and run in fixed-size
-    batches, so a folder of photos compiles one program per bucket, not one per image size.
-    Padding slightly changes instance-norm statistics; ``bucket=4`` pads only what the
-    network's two stride-2 stages require.
+    Images are padded up to a multiple of ``bucket`` pixels and run in fixed-size batches, so a
+    folder of photos compiles one program per bucket, not one per image size. The padding
+    changes nothing: the network is told each image's region (``valid``), takes its
+    instance-norm statistics there and refills the canvas beyond it before every convolution,
+    so each output equals the network applied to that image alone (up to float rounding).
 
     Args:
         images: arrays, or :class:`~jaxstyle.images.ImageFile` s, which are decoded one batch
@@ -63,7 +66,8 @@ def apply_images(
         Outputs in input order, each the size of its input (without ``on_done``).
     """
     bucket = max(4, int(bucket))
-    fn = jax.jit(lambda p, x: jnp.clip(TransformerNet(config, dtype).apply({"params": p}, x), 0, 1))
+    net = TransformerNet(config, dtype)
+    fn = jax.jit(lambda p, x, valid: jnp.clip(net.apply({"params": p}, x, valid), 0, 1))
     groups: dict[tuple[int, int], list[int]] = {}
     for i, img in enumerate(images):
         h, w = img.shape[:2]
@@ -76,8 +80,11 @@ def apply_images(
             chunk = idx[start : start + n]
             pixels = [_pixels(images[i]) for i in chunk]
             batch = [_pad_to(im, h, w) for im in pixels]
+            valid = [[-(-im.shape[0] // 4) * 4, -(-im.shape[1] // 4) * 4] for im in pixels]
             batch += [batch[-1]] * (n - len(batch))  # fixed batch size: one program per bucket
-            y = np.asarray(fn(params, jnp.asarray(np.stack(batch).astype(np.float32))))
+            valid += [valid[-1]] * (n - len(valid))
+            x = jnp.asarray(np.stack(batch).astype(np.float32))
+            y = np.asarray(fn(params, x, jnp.asarray(valid, jnp.int32)))
             for j, i in enumerate(chunk):
                 ih, iw = pixels[j].shape[:2]
                 if on_done is None:

@@ -341,3 +341,20 @@ def test_write_johnson_refuses_unwritable_output_before_reading(tmp_path):
     with pytest.raises(OutputError) as e:
         write_johnson(tmp_path / "absent.pth", out)  # OUT is checked first: SRC is never read
     assert str(out) in str(e.value)
+
+
+def test_apply_with_defaults_equals_pytorch_on_the_photo_alone(torch_net_pth, tmp_path):
+    # Issue 9: apply's default bucket (64) padded a 96x72 photo to 128x128, which changed the
+    # instance-norm statistics and the borders: up to 85/255 from PyTorch's output on the photo.
+    torch = pytest.importorskip("torch")
+    from jaxstyle import inference
+
+    net, src = torch_net_pth
+    params, config, _ = convert_johnson(src)
+    photo = np.random.default_rng(1).uniform(0.0, 1.0, (96, 72, 3)).astype(np.float32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(photo.transpose(2, 0, 1)[None] * 255.0)).numpy()
+    want = np.clip(want[0].transpose(1, 2, 0) / 255.0, 0.0, 1.0)
+    (got,) = inference.apply_images(params, config, [photo])  # the defaults: bucket 64
+    assert got.shape == photo.shape
+    assert np.abs(got - want).max() <= 1 / 255

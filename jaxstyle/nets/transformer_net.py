@@ -86,6 +86,43 @@ def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
     return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
 
 
+# ---------------------------------------------------------------------------------------------
+# Images padded into a larger canvas (size buckets): ``valid`` is an (N, 2) int array of each
+# image's own height and width at the current resolution. Every layer then computes, inside
+# that region, exactly what it computes on the image alone: the canvas beyond it is refilled
+# before each padded convolution with what the padding of the image alone would show there,
+# and instance-norm statistics are taken over the region only.
+
+
+def _source_index(length: int, valid: jax.Array, mode: str) -> jax.Array:
+    """(N, length): for each canvas row, the row of the valid region that belongs there."""
+    r = jnp.arange(length)[None, :]
+    v = valid[:, None]
+    if mode == "edge":
+        return jnp.minimum(r, v - 1)
+    period = jnp.maximum(2 * (v - 1), 1)  # reflection without repeating the edge
+    m = jnp.mod(r, period)
+    return jnp.where(v > 1, jnp.where(m < v, m, period - m), 0)
+
+
+def refill(x: jax.Array, valid: jax.Array, mode: str) -> jax.Array:
+    """The canvas ``x`` with everything beyond each image's ``valid`` region replaced by its
+    ``reflect``-ion, ``edge`` replication, or ``zero``-s."""
+    if mode == "zero":
+        return x * region_mask(x, valid).astype(x.dtype)
+    ih = _source_index(x.shape[1], valid[:, 0], mode)
+    iw = _source_index(x.shape[2], valid[:, 1], mode)
+    x = jnp.take_along_axis(x, ih[:, :, None, None], axis=1)
+    return jnp.take_along_axis(x, iw[:, None, :, None], axis=2)
+
+
+def region_mask(x: jax.Array, valid: jax.Array) -> jax.Array:
+    """(N, H, W, 1) booleans: inside each image's valid region."""
+    rows = jnp.arange(x.shape[1])[None, :] < valid[:, :1]
+    cols = jnp.arange(x.shape[2])[None, :] < valid[:, 1:]
+    return (rows[:, :, None] & cols[:, None, :])[..., None]
+
+
 class Conv(nn.Module):
     """A 'VALID' convolution with ``nn.Conv``'s parameters (names, shapes, initialisers).
 
@@ -122,7 +159,9 @@ class ConvLayer(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+        if valid is not None:
+            x = refill(x, valid, "reflect")
         x = reflect_pad(x, self.kernel // 2)
         return Conv(self.features, self.kernel, self.stride, dtype=self.dtype, name="conv2d")(x)
 
@@ -137,13 +176,19 @@ class InstanceNorm(nn.Module):
     epsilon: float = 1e-5
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
         c = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones_init(), (c,))
         bias = self.param("bias", nn.initializers.zeros_init(), (c,))
         x32 = x.astype(jnp.float32)
-        mean = jnp.mean(x32, axis=(1, 2), keepdims=True)
-        var = jnp.mean((x32 - mean) ** 2, axis=(1, 2), keepdims=True)
+        if valid is None:
+            mean = jnp.mean(x32, axis=(1, 2), keepdims=True)
+            var = jnp.mean((x32 - mean) ** 2, axis=(1, 2), keepdims=True)
+        else:  # the statistics of each image's own region
+            mask = region_mask(x32, valid).astype(jnp.float32)
+            count = (valid[:, 0] * valid[:, 1]).astype(jnp.float32)[:, None, None, None]
+            mean = jnp.sum(x32 * mask, axis=(1, 2), keepdims=True) / count
+            var = jnp.sum(((x32 - mean) * mask) ** 2, axis=(1, 2), keepdims=True) / count
         y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
         return y.astype(x.dtype)
 
@@ -153,11 +198,11 @@ class ResidualBlock(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        y = nn.relu(
-            InstanceNorm(name="in1")(ConvLayer(self.features, 3, dtype=self.dtype, name="conv1")(x))
-        )
-        y = InstanceNorm(name="in2")(ConvLayer(self.features, 3, dtype=self.dtype, name="conv2")(y))
+    def __call__(self, x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+        conv1 = ConvLayer(self.features, 3, dtype=self.dtype, name="conv1")
+        conv2 = ConvLayer(self.features, 3, dtype=self.dtype, name="conv2")
+        y = nn.relu(InstanceNorm(name="in1")(conv1(x, valid), valid))
+        y = InstanceNorm(name="in2")(conv2(y, valid), valid)
         return x + y
 
 
@@ -169,7 +214,12 @@ class UpsampleConvLayer(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+        if valid is not None:
+            # Beyond the image: zeros for the transposed conv ('SAME' zero padding); for
+            # nearest x2 + reflection padding, the reflected upsampled image is the low-res
+            # image's edge row repeated.
+            x = refill(x, valid, "zero" if self.mode == "transpose" else "edge")
         if self.mode == "transpose":
             return nn.ConvTranspose(
                 self.features,
@@ -194,22 +244,27 @@ class TransformerNet(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+        """Args:
+        x: NHWC images in [0, 1], H and W divisible by 4.
+        valid: optional (N, 2) int heights and widths (each divisible by 4) of the images
+            inside the canvas ``x``; the output inside each region is then the network's output
+            on that image alone (the rest of the canvas is don't-care).
+        """
         cfg, dt = self.config, self.dtype
         c1, c2, c3 = cfg.channels
+        v1, v2, v4 = (None, None, None) if valid is None else (valid, valid // 2, valid // 4)
         y = (x * cfg.io_scale).astype(dt)
-        y = nn.relu(InstanceNorm(name="in1")(ConvLayer(c1, 9, 1, dt, name="conv1")(y)))
-        y = nn.relu(InstanceNorm(name="in2")(ConvLayer(c2, 3, 2, dt, name="conv2")(y)))
-        y = nn.relu(InstanceNorm(name="in3")(ConvLayer(c3, 3, 2, dt, name="conv3")(y)))
+        y = nn.relu(InstanceNorm(name="in1")(ConvLayer(c1, 9, 1, dt, name="conv1")(y, v1), v1))
+        y = nn.relu(InstanceNorm(name="in2")(ConvLayer(c2, 3, 2, dt, name="conv2")(y, v1), v2))
+        y = nn.relu(InstanceNorm(name="in3")(ConvLayer(c3, 3, 2, dt, name="conv3")(y, v2), v4))
         for i in range(cfg.num_res):
-            y = ResidualBlock(c3, dt, name=f"res{i + 1}")(y)
-        y = nn.relu(
-            InstanceNorm(name="in4")(UpsampleConvLayer(c2, cfg.upsample, dt, name="deconv1")(y))
-        )
-        y = nn.relu(
-            InstanceNorm(name="in5")(UpsampleConvLayer(c1, cfg.upsample, dt, name="deconv2")(y))
-        )
-        y = ConvLayer(3, 9, 1, dt, name="deconv3")(y).astype(jnp.float32)
+            y = ResidualBlock(c3, dt, name=f"res{i + 1}")(y, v4)
+        up1 = UpsampleConvLayer(c2, cfg.upsample, dt, name="deconv1")
+        y = nn.relu(InstanceNorm(name="in4")(up1(y, v4), v2))
+        up2 = UpsampleConvLayer(c1, cfg.upsample, dt, name="deconv2")
+        y = nn.relu(InstanceNorm(name="in5")(up2(y, v2), v1))
+        y = ConvLayer(3, 9, 1, dt, name="deconv3")(y, v1).astype(jnp.float32)
         if cfg.output == "sigmoid":
             return jax.nn.sigmoid(y)
         return y / cfg.io_scale
