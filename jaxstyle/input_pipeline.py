@@ -28,15 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jaxstyle.images import load_image
+from jaxstyle.images import IMAGE_SUFFIXES, load_image
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
 logger = logging.getLogger(__name__)
-
-#: File extensions read from a ``folder:`` source (compared case-insensitively).
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 _INSTALL_HINT = "training needs TensorFlow: pip install 'jaxstyle[train]'"
 # Marks the message of the error raised inside tf.numpy_function when a folder holds no readable
@@ -252,10 +249,10 @@ def _list_images(root: Path, num_shards: int, shard_index: int) -> list[str]:
         what = "is not a folder" if root.exists() else "does not exist"
         raise DataError(f"image folder {root} {what}")
     files = sorted(
-        str(p) for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+        str(p) for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
     )
     if not files:
-        exts = " ".join(sorted(IMAGE_EXTENSIONS))
+        exts = " ".join(sorted(IMAGE_SUFFIXES))
         raise DataError(f"image folder {root} holds no image files ({exts})")
     # Sharding the sorted list before shuffling gives hosts disjoint files.
     files = files[shard_index::num_shards]

@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 import pytest
 
-SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
+from experiments.lib.paths import SHARED_IMAGES
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -9,7 +9,6 @@ written key table, so they run without torch.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -38,16 +37,11 @@ STALE = ("in1.running_mean", "in1.running_var")
 
 
 def torch_transformer_net():
-    """The ``TransformerNet`` class of pytorch/examples (defined in experiments/lib/torch_ref.py).
-
-    Loaded from its file, so that the test does not depend on the repository being on sys.path.
-    """
+    """The ``TransformerNet`` class of pytorch/examples (from experiments/lib/torch_ref.py)."""
     pytest.importorskip("torch")
-    path = REPO / "experiments" / "lib" / "torch_ref.py"
-    spec = importlib.util.spec_from_file_location("jaxstyle_test_torch_ref", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.transformer_net_class()
+    from experiments.lib.torch_ref import transformer_net_class
+
+    return transformer_net_class()
 
 
 @pytest.fixture(scope="module")
