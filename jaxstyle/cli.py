@@ -120,6 +120,77 @@ def _check_stylize_shapes(contents, styles, cfg: GatysConfig) -> None:
         )
 
 
+def _check_stylize_paths(
+    contents: list[Path], styles: list[Path], outputs: list[Path], cfg: GatysConfig, weights, log
+) -> None:
+    """No output, intermediate image or log may be an input, and each must be writable."""
+    from jaxstyle import fileio
+    from jaxstyle import images as imlib
+
+    inputs = [*contents, *styles, *([weights] if weights else [])]
+    if cfg.init not in ("content", "noise", "style"):
+        inputs.append(cfg.init)
+        try:  # fail before any work when the init image is bad
+            imlib.image_shape(cfg.init)
+        except imlib.ImageError as e:
+            raise UsageError(f"--init: {e}") from None
+    check_outputs(_stylize_outputs(outputs, cfg), inputs)
+    if log is not None:
+        fileio.refuse_overwriting_inputs([log], [*inputs, *outputs])
+        fileio.check_writable(log)
+
+
+def _stylize_images(contents, styles, cfg: GatysConfig, preloaded) -> tuple[list, list]:
+    """Checks the images from their headers, then decodes each at the largest size used."""
+    from jaxstyle import images as imlib
+
+    if cfg.style_blend_weights and len(cfg.style_blend_weights) != len(styles):
+        raise UsageError(
+            f"--style-blend-weights has {len(cfg.style_blend_weights)} values for "
+            f"{len(styles)} style images"
+        )
+    if preloaded is None:
+        c_shapes = [(p, imlib.image_shape(p)) for p in contents]
+        s_shapes = [(p, imlib.image_shape(p)) for p in styles]
+    else:
+        c_shapes = [(p, a.shape[:2]) for p, a in zip(contents, preloaded[0], strict=True)]
+        s_shapes = [(p, a.shape[:2]) for p, a in zip(styles, preloaded[1], strict=True)]
+    _check_stylize_shapes(c_shapes, s_shapes, cfg)
+    if preloaded is not None:
+        return preloaded
+    top = max(cfg.resolved_scales())
+    style_top = max(16, round(top * cfg.style_scale))
+    return (
+        [imlib.load_image(p, top) for p in contents],
+        [imlib.load_image(p, style_top) for p in styles],
+    )
+
+
+def _report_stylize(result, contents, styles, outputs, log_path, quiet: bool) -> None:
+    """Writes the log (atomically), the failures and, unless quiet, a one-line summary."""
+    from jaxstyle import fileio
+
+    summary = result.log["summary"]
+    if log_path is not None:
+        result.log["inputs"] = {
+            "content": [str(p) for p in contents],
+            "style": [str(p) for p in styles],
+        }
+        result.log["outputs"] = list(map(str, outputs))
+        with fileio.atomic_path(log_path) as tmp:
+            tmp.write_text(json.dumps(result.log, indent=1))
+    for reason in result.failed:
+        print(f"error: {reason}", file=sys.stderr)
+    if not quiet:
+        print(
+            f"wrote {', '.join(map(str, outputs))}: loss {summary['total']:.4g} (content "
+            f"{summary['content']:.4g}, style {summary['style']:.4g}, tv {summary['tv']:.4g}), "
+            f"{summary['iterations']} iterations in {summary['optimisation_seconds']:.1f} s "
+            f"+ {summary['compile_seconds']:.1f} s compiling",
+            file=sys.stderr,
+        )
+
+
 def run_stylize(
     contents: list[Path],
     styles: list[Path],
@@ -138,42 +209,13 @@ def run_stylize(
     finite, restarts used up) still writes its best iterate and log, prints an ``error:`` line
     per image, and its log's ``summary.failed`` lists them: the caller exits non-zero.
     """
-    from jaxstyle import fileio, gatys
+    from jaxstyle import gatys
     from jaxstyle import images as imlib
     from jaxstyle.weights import load_vgg
 
     cfg.validate()
-    inputs = [*contents, *styles, *([weights] if weights else [])]
-    if cfg.init not in ("content", "noise", "style"):
-        inputs.append(cfg.init)
-    check_outputs(_stylize_outputs(outputs, cfg), inputs)
-    if log_path is not None:
-        fileio.refuse_overwriting_inputs([log_path], [*inputs, *outputs])
-        fileio.check_writable(log_path)
-    if cfg.init not in ("content", "noise", "style"):
-        try:  # fail before any work when the init image is bad
-            imlib.image_shape(cfg.init)
-        except imlib.ImageError as e:
-            raise UsageError(f"--init: {e}") from None
-    top = max(cfg.resolved_scales())
-    style_top = max(16, round(top * cfg.style_scale))
-    if preloaded is None:
-        c_shapes = [(p, imlib.image_shape(p)) for p in contents]
-        s_shapes = [(p, imlib.image_shape(p)) for p in styles]
-    else:
-        c_shapes = [(p, a.shape[:2]) for p, a in zip(contents, preloaded[0], strict=True)]
-        s_shapes = [(p, a.shape[:2]) for p, a in zip(styles, preloaded[1], strict=True)]
-    if cfg.style_blend_weights and len(cfg.style_blend_weights) != len(styles):
-        raise UsageError(
-            f"--style-blend-weights has {len(cfg.style_blend_weights)} values for "
-            f"{len(styles)} style images"
-        )
-    _check_stylize_shapes(c_shapes, s_shapes, cfg)
-    if preloaded is None:  # decoded at the size used, one image at a time
-        content_imgs = [imlib.load_image(p, top) for p in contents]
-        style_imgs = [imlib.load_image(p, style_top) for p in styles]
-    else:
-        content_imgs, style_imgs = preloaded
+    _check_stylize_paths(contents, styles, outputs, cfg, weights, log_path)
+    content_imgs, style_imgs = _stylize_images(contents, styles, cfg, preloaded)
     enable_compile_cache()
     net = load_vgg(cfg.net, cfg.pooling, weights, progress=not quiet)
 
@@ -184,27 +226,8 @@ def run_stylize(
     result = gatys.stylize(content_imgs, style_imgs, net, cfg, progress=not quiet, on_save=on_save)
     for out, img in zip(outputs, result.images, strict=True):
         imlib.save_image(out, img)
-    summary = result.log["summary"]
-    summary["wall_seconds"] = time.perf_counter() - t0
-    if log_path is not None:
-        result.log["inputs"] = {
-            "content": list(map(str, contents)),
-            "style": list(map(str, styles)),
-        }
-        result.log["outputs"] = list(map(str, outputs))
-        with fileio.atomic_path(log_path) as tmp:
-            tmp.write_text(json.dumps(result.log, indent=1))
-    for reason in result.failed:
-        print(f"error: {reason}", file=sys.stderr)
-    if not quiet:
-        names = ", ".join(map(str, outputs))
-        print(
-            f"wrote {names}: loss {summary['total']:.4g} (content {summary['content']:.4g}, "
-            f"style {summary['style']:.4g}, tv {summary['tv']:.4g}), "
-            f"{summary['iterations']} iterations in {summary['optimisation_seconds']:.1f} s "
-            f"+ {summary['compile_seconds']:.1f} s compiling",
-            file=sys.stderr,
-        )
+    result.log["summary"]["wall_seconds"] = time.perf_counter() - t0
+    _report_stylize(result, contents, styles, outputs, log_path, quiet)
     return result.log
 
 
@@ -441,6 +464,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p, TrainConfig)
     p.set_defaults(func=cmd_train)
 
+    _add_feed_forward_parsers(sub)
+    _add_weights_parser(sub)
+    return parser
+
+
+def _add_feed_forward_parsers(sub) -> None:
+    """``export`` and ``apply``: the commands that use a trained network."""
     p = sub.add_parser("export", help="write a workdir's latest network as one .safetensors")
     p.add_argument("workdir", metavar="WORKDIR")
     p.add_argument("-o", "--output", required=True)
@@ -462,6 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_apply)
 
+
+def _add_weights_parser(sub) -> None:
     p = sub.add_parser("weights", help="fetch, list and verify VGG weights")
     wsub = p.add_subparsers(dest="action", required=True)
     f = wsub.add_parser("fetch", help="download and verify weights into the cache")
@@ -475,7 +507,6 @@ def build_parser() -> argparse.ArgumentParser:
     # and refuses a bare `weights verify` (Python <= 3.12); names are checked in cmd_weights.
     v.add_argument("names", nargs="*", metavar="{vgg16,vgg19}", help="default: every cached file")
     p.set_defaults(func=cmd_weights)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
