@@ -1,4 +1,5 @@
-"""Atomic file writes: a failed or interrupted write never leaves a half-written file."""
+"""Safe file output: atomic writes, and the checks that run before any work (an output that
+resolves to an input, an output that cannot be written)."""
 
 from __future__ import annotations
 
