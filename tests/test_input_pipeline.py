@@ -238,6 +238,19 @@ def test_tfds_not_prepared_says_how_to_prepare(tmp_path: Path) -> None:
         make_dataset("tfds:no_such_dataset", data_dir=str(tmp_path), image_size=S)
 
 
+def run_python(code: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -c CODE ARGS`` in a fresh process from the repository root; must exit 0."""
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=timeout,
+    )
+
+
 def test_tensorflow_never_sees_a_gpu(tmp_path: Path) -> None:
     # On a machine without a GPU the public API lists no GPU whether or not the pipeline hid
     # them, and once TensorFlow's runtime starts it fills its visible-device list with every
@@ -252,15 +265,7 @@ def test_tensorflow_never_sees_a_gpu(tmp_path: Path) -> None:
         "ip.make_dataset('folder:' + sys.argv[1], image_size=32)\n"
         "print(json.dumps([kinds, len(tf.config.get_visible_devices('GPU'))]))\n"
     )
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path)],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
+    out = run_python(code, str(tmp_path), timeout=120)
     kinds, gpus = json.loads(out.stdout.strip().splitlines()[-1])
     assert kinds, "the pipeline did not restrict TensorFlow's visible devices"
     assert "GPU" not in kinds and gpus == 0
@@ -275,10 +280,7 @@ def test_import_without_tensorflow_and_clear_error_on_use() -> None:
         "except ImportError as e:\n"
         "    print(e)\n"
     )
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
-    )
+    out = run_python(code)
     assert "training needs TensorFlow: pip install 'jaxstyle[train]'" in out.stdout
 
 
@@ -307,13 +309,5 @@ def test_exit_inside_the_with_does_not_hang(tmp_path: Path) -> None:
         "    print('done', flush=True)\n"
         "    sys.exit(0)\n"
     )
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path)],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
+    out = run_python(code, str(tmp_path), timeout=60)
     assert "done" in out.stdout
