@@ -131,8 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         prog="python -m experiments.bench_gatys", description=__doc__.split("\n\n")[1]
     )
-    ap.add_argument("--content", default="tubingen", help="name in --content-dir, or a path")
-    ap.add_argument("--style", default="starry_night", help="name in --style-dir, or a path")
+    cli.add_pair_flags(ap)
     cli.add_image_dir_flags(ap)
     cli.gatys_flags(ap, ("size", "iterations"), size=256, iterations=100)
     ap.add_argument("--out", default=None, help="folder for the JSON of all numbers")

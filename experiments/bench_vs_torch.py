@@ -260,8 +260,7 @@ def time_to_first_result(
 
 def main(argv: list[str] | None = None) -> dict:
     ap = cli.parser(__doc__, NAME)
-    ap.add_argument("--content", default="tubingen", help="name in --content-dir, or a path")
-    ap.add_argument("--style", default="starry_night", help="name in --style-dir, or a path")
+    cli.add_pair_flags(ap)
     ap.add_argument("--sizes", type=cli.csv_list(int), default=(256, 512), help="Gatys sizes")
     ap.add_argument("--lbfgs-iterations", type=int, default=20)
     ap.add_argument("--johnson-size", type=int, default=256)

@@ -48,8 +48,7 @@ def short(layers) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = cli.parser(__doc__, NAME)
-    ap.add_argument("--content", default="tubingen", help="name in --content-dir, or a path")
-    ap.add_argument("--style", default="starry_night", help="name in --style-dir, or a path")
+    cli.add_pair_flags(ap)
     ap.add_argument("--figures", type=cli.csv_list(int), default=tuple(FIGURES))
     # The report's settings; the layers and the style weight are each figure's.
     cli.gatys_flags(

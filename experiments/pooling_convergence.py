@@ -57,8 +57,7 @@ def analyse(totals: list[float], tol: float, spike: float) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = cli.parser(__doc__, NAME)
-    ap.add_argument("--content", default="tubingen", help="name in --content-dir, or a path")
-    ap.add_argument("--style", default="starry_night", help="name in --style-dir, or a path")
+    cli.add_pair_flags(ap)
     ap.add_argument("--seeds", type=int, default=4, help="random starting images per pooling")
     ap.add_argument("--report-weight", type=float, default=1000.0)
     # The report's Figure 3 settings from noise; the pooling is what the script compares.

@@ -61,6 +61,13 @@ def add_image_dir_flags(ap: argparse.ArgumentParser) -> None:
         )
 
 
+def add_pair_flags(ap: argparse.ArgumentParser) -> None:
+    """``--content`` and ``--style``: one image pair by name in the image folders (or paths), the
+    report's tubingen + starry night by default."""
+    ap.add_argument("--content", default="tubingen", help="name in --content-dir, or a path")
+    ap.add_argument("--style", default="starry_night", help="name in --style-dir, or a path")
+
+
 def gatys_flags(
     ap: argparse.ArgumentParser | argparse._ArgumentGroup,
     fields: Sequence[str],
