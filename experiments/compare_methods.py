@@ -261,7 +261,9 @@ def main(argv: list[str] | None = None) -> dict:
     # Johnson: a given model, or one trained here.
     training, train_info = [], {}
     if args.model:
-        params, ncfg, meta = inference.load_any(args.model)
+        kind, params, ncfg, meta = inference.load_any(args.model)
+        if kind != "johnson":
+            raise SystemExit(f"error: {args.model}: a {kind} model; this compares Johnson networks")
         train_info = {"model": args.model, "meta": {k: str(v) for k, v in meta.items()}}
     else:
         tcfg = TrainConfig(

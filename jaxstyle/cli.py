@@ -344,33 +344,109 @@ def _check_apply_memory(files, batch_size: int, bucket: int) -> None:
         )
 
 
+#: apply's flags that only AdaIN models take.
+ADAIN_FLAGS = (
+    ("--style", "style"),
+    ("--style-weights", "style_weights"),
+    ("--alpha", "alpha"),
+    ("--style-size", "style_size"),
+)
+
+
+def _parse_style_weights(text: str | None, n: int) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--style-weights: not comma-separated numbers: {text!r}") from None
+    if len(values) != n:
+        raise UsageError(f"--style-weights has {len(values)} values for {n} style images")
+    if not all(math.isfinite(v) and v >= 0 for v in values) or sum(values) <= 0:
+        raise UsageError(f"--style-weights must be finite, >= 0 and not all 0, got {text}")
+    return values
+
+
+def _check_apply_flags(args: argparse.Namespace, kind: str) -> None:
+    """Refuses, before any work, a flag that does not fit the model's kind or a bad number."""
+    if kind != "adain":
+        for flag, dest in ADAIN_FLAGS:
+            if getattr(args, dest) is not None:
+                raise UsageError(f"{flag} is for AdaIN models; {args.model} is a {kind} network")
+        return
+    if not args.style:
+        raise UsageError(f"{args.model} is an AdaIN model: give style images with --style")
+    if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:  # NaN fails too
+        raise UsageError(f"--alpha must be in [0, 1], got {args.alpha}")
+    if args.style_size is not None and args.style_size < 0:
+        raise UsageError(f"--style-size must be >= 0, got {args.style_size}")
+    _parse_style_weights(args.style_weights, len(args.style))
+
+
+def _check_adain_sizes(files) -> None:
+    from jaxstyle.nets.adain import MIN_SIDE
+
+    for f in files:
+        if min(f.shape) < MIN_SIDE:
+            raise UsageError(
+                f"{f.path}: {f.shape[1]}x{f.shape[0]} is too small for the AdaIN encoder "
+                f"(each side at least {MIN_SIDE} px)"
+            )
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from jaxstyle import images as imlib
-    from jaxstyle import inference
+    from jaxstyle import inference, models
 
     for flag, value, low in (("--size", args.size, 0), ("--batch-size", args.batch_size, 1)):
         if value < low:
             raise UsageError(f"{flag} must be >= {low}, got {value}")
     if args.bucket < 1:
         raise UsageError(f"--bucket must be >= 1, got {args.bucket}")
+    kind = models.model_kind(args.model)  # metadata only
+    _check_apply_flags(args, kind)
+    styles = list(map(Path, args.style or []))
     inputs = _expand_images(args.inputs)
     outputs = _apply_outputs(args, inputs)
-    check_outputs(outputs, [*inputs, args.model])
+    check_outputs(outputs, [*inputs, args.model, *styles])
     # Headers only: every input is checked before any work, decoded one batch at a time.
     files = [imlib.ImageFile.open(p, args.size or None) for p in inputs]
-    _check_apply_memory(files, args.batch_size, max(4, args.bucket))
-    params, ncfg, _ = inference.load_any(args.model)
+    style_size = None
+    if kind == "adain":
+        style_size = 512 if args.style_size is None else args.style_size or None
+        style_files = [imlib.ImageFile.open(p) for p in styles]
+        if style_size is not None:  # enlarged too: the header's shape is not the loaded one
+            style_files = [
+                imlib.ImageFile(f.path, imlib.size_for_long_side(f.shape, style_size), style_size)
+                for f in style_files
+            ]
+        _check_adain_sizes([*files, *style_files])
+        # AdaIN runs each image alone, unpadded (bucket 1); styles are encoded the same way.
+        _check_apply_memory([*files, *style_files], 1, 1)
+    else:
+        _check_apply_memory(files, args.batch_size, max(4, args.bucket))
+    _, params, ncfg, _ = inference.load_any(args.model)
     bar = tqdm(total=len(files), unit="img", disable=args.quiet, desc="apply")
 
     def done(i: int, image) -> None:
         imlib.save_image(outputs[i], image)
         bar.update(1)
 
-    inference.apply_images(
-        params, ncfg, files, batch_size=args.batch_size, bucket=args.bucket, on_done=done
-    )
+    if kind == "adain":
+        inference.apply_adain(
+            params,
+            files,
+            [inference.load_style(p, style_size) for p in styles],
+            alpha=1.0 if args.alpha is None else args.alpha,
+            style_weights=_parse_style_weights(args.style_weights, len(styles)),
+            on_done=done,
+        )
+    else:
+        inference.apply_images(
+            params, ncfg, files, batch_size=args.batch_size, bucket=args.bucket, on_done=done
+        )
     bar.close()
     return 0
 
@@ -488,6 +564,22 @@ def _add_feed_forward_parsers(sub) -> None:
         default=64,
         help="pad sizes up to a multiple of this, one compile per bucket; the padding does not "
         "change any output (default: %(default)s)",
+    )
+    adain = p.add_argument_group("AdaIN models (arbitrary style)")
+    adain.add_argument("--style", nargs="+", metavar="STYLE", help="style image(s)")
+    adain.add_argument(
+        "--style-weights",
+        metavar="W1,W2,...",
+        help="one weight >= 0 per style, normalised to sum 1 (default: equal)",
+    )
+    adain.add_argument(
+        "--alpha", type=float, help="strength in [0, 1]: features alpha*t + (1-alpha)*content (1)"
+    )
+    adain.add_argument(
+        "--style-size",
+        type=int,
+        help="resize each style image's long side to this before encoding; 0 keeps its own "
+        "size (512)",
     )
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_apply)

@@ -15,13 +15,16 @@ from jaxstyle.images import ImageFile
 from jaxstyle.nets.transformer_net import NetConfig, TransformerNet
 
 
-def load_any(model: str | Path) -> tuple[Any, NetConfig, dict[str, Any]]:
-    """Parameters, architecture and metadata from a training workdir or a model file."""
+def load_any(model: str | Path) -> tuple[str, Any, NetConfig | None, dict[str, Any]]:
+    """Kind, parameters, architecture and metadata from a training workdir or a model file.
+
+    See :func:`jaxstyle.models.load_model`; a workdir holds a ``johnson`` network.
+    """
     from jaxstyle import models, train
 
     path = Path(model)
     if path.is_dir():
-        return train.restore_params(path)
+        return ("johnson", *train.restore_params(path))
     return models.load_model(path)
 
 
@@ -91,4 +94,49 @@ def apply_images(
                     out[i] = y[j, :ih, :iw]
                 else:
                     on_done(i, y[j, :ih, :iw])
+    return out
+
+
+def load_style(path: str | Path, style_size: int | None) -> np.ndarray:
+    """A style image as AdaIN encodes it: its long side resized to ``style_size`` (shrunk or
+    enlarged; its own size when ``None``), float32 HWC RGB in [0, 1]."""
+    from jaxstyle import images as imlib
+
+    image = imlib.load_image(path, style_size)
+    if style_size is not None and max(image.shape[:2]) != style_size:
+        image = imlib.resize_long_side(image, style_size)
+    return image
+
+
+def apply_adain(
+    params: Any,
+    images: Sequence[np.ndarray | ImageFile],
+    styles: Sequence[np.ndarray],
+    *,
+    alpha: float = 1.0,
+    style_weights: Sequence[float] | None = None,
+    on_done: Callable[[int, np.ndarray], None] | None = None,
+) -> list[np.ndarray]:
+    """Stylises HWC [0, 1] images with an AdaIN network (:mod:`jaxstyle.nets.adain`).
+
+    Each style is encoded once. Each image runs alone (batch 1, no padding): AdaIN takes the
+    whole image's feature statistics, which padding would change. One program is compiled per
+    image size. Arguments and return value as :func:`apply_images`; ``styles`` are HWC arrays.
+
+    Raises:
+        ValueError: ``alpha`` outside [0, 1] or bad ``style_weights``.
+    """
+    from jaxstyle.nets import adain
+
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    mean, std = adain.weighted_stats(params, styles, style_weights)
+    out: list[np.ndarray | None] = [None] * len(images)
+    for i, img in enumerate(images):
+        x = _pixels(img)[None].astype(np.float32)
+        y = np.asarray(adain.stylize_with_stats(params, x, mean, std, jnp.float32(alpha)))[0]
+        if on_done is None:
+            out[i] = y
+        else:
+            on_done(i, y)
     return out

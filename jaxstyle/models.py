@@ -1,9 +1,14 @@
-"""Trained transformation networks on disk: one safetensors file per style.
+"""Feed-forward models on disk: one safetensors file per model, whatever its kind.
 
-Keys are the flattened Flax parameter paths joined with dots (``res1.conv1.conv2d.kernel``),
-float32. Metadata: ``format`` (``jaxstyle-johnson/1``), the architecture
-(:meth:`jaxstyle.nets.transformer_net.NetConfig.to_meta`), and free-form provenance (style image,
-training steps, source file).
+Keys are the flattened parameter paths joined with dots (``res1.conv1.conv2d.kernel``),
+float32. Metadata: ``kind`` (what the file holds; files written before kinds existed have none and
+are ``johnson``), ``format``, the architecture, and free-form provenance (style image, training
+steps, source file). Kinds:
+
+* ``johnson``: a single-style transformation network, format ``jaxstyle-johnson/1``, the
+  architecture in :meth:`jaxstyle.nets.transformer_net.NetConfig.to_meta`;
+* ``adain``: an arbitrary-style AdaIN network (:mod:`jaxstyle.nets.adain`), format
+  ``jaxstyle-model/1``; its layout is fixed, so it has no architecture fields.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from jaxstyle.fileio import atomic_path
 from jaxstyle.nets.transformer_net import NetConfig, init_params
 
 FORMAT = "jaxstyle-johnson/1"
+#: The format of model kinds other than ``johnson`` (whose format string predates kinds).
+MODEL_FORMAT = "jaxstyle-model/1"
+KINDS = ("johnson", "adain")
 
 
 class ModelError(Exception):
@@ -34,16 +42,55 @@ def save_model(
     tensors = {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in flat.items()}
     metadata = {**{k: str(v) for k, v in (meta or {}).items()}, **config.to_meta()}
     metadata["format"] = FORMAT
+    metadata["kind"] = "johnson"
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return Path(path)
 
 
-def load_model(path: str | Path) -> tuple[dict, NetConfig, dict[str, str]]:
+def save_adain_model(path: str | Path, params: Any, meta: dict[str, str] | None = None) -> Path:
+    """Writes an AdaIN network's ``params`` (:mod:`jaxstyle.nets.adain`) atomically."""
+    from safetensors.numpy import save_file
+
+    flat = traverse_util.flatten_dict(params, sep=".")
+    tensors = {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in flat.items()}
+    metadata = {k: str(v) for k, v in (meta or {}).items()}
+    metadata.update(format=MODEL_FORMAT, kind="adain")
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def _kind_of(path: Path, meta: dict[str, str]) -> str:
+    """The ``kind`` in a model file's metadata; ``johnson`` when absent (older files)."""
+    if meta.get("format") not in (FORMAT, MODEL_FORMAT):
+        raise ModelError(f"{path}: not a jaxstyle model (format {meta.get('format')!r})")
+    kind = meta.get("kind", "johnson")
+    if kind not in KINDS:
+        raise ModelError(f"{path}: unknown model kind {kind!r} (known: {', '.join(KINDS)})")
+    return kind
+
+
+def _check_tensors(path: Path, tensors: dict, want: dict) -> None:
+    """Raises ModelError unless ``tensors`` has exactly the keys and shapes of ``want``."""
+    missing = sorted(set(want) - set(tensors))
+    extra = sorted(set(tensors) - set(want))
+    if missing or extra:
+        raise ModelError(
+            f"{path}: tensors do not match the architecture (missing: {missing[:5]}, "
+            f"unexpected: {extra[:5]})"
+        )
+    for k, shape in want.items():
+        if tensors[k].shape != tuple(shape):
+            raise ModelError(f"{path}: tensor {k} has shape {tensors[k].shape}, expected {shape}")
+
+
+def load_model(path: str | Path) -> tuple[str, dict, NetConfig | None, dict[str, str]]:
     """Reads a model file; checks every tensor against the architecture in its metadata.
 
     Returns:
-        ``(params, config, metadata)``.
+        ``(kind, params, config, metadata)``: ``kind`` is one of :data:`KINDS`; ``config`` is
+        the :class:`NetConfig` of a ``johnson`` network, ``None`` for ``adain`` (fixed layout).
 
     Raises:
         ModelError: missing, foreign, truncated or inconsistent file.
@@ -61,8 +108,13 @@ def load_model(path: str | Path) -> tuple[dict, NetConfig, dict[str, str]]:
         tensors = load_file(str(path))
     except Exception as e:  # noqa: BLE001 - any decoder failure means a bad file
         raise ModelError(f"{path}: not a readable safetensors file ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise ModelError(f"{path}: not a jaxstyle model (format {meta.get('format')!r})")
+    kind = _kind_of(path, meta)
+    if kind == "adain":
+        from jaxstyle.nets.adain import param_shapes
+
+        shapes = traverse_util.flatten_dict(param_shapes(), sep=".")  # shape tuples are leaves
+        _check_tensors(path, tensors, shapes)
+        return kind, traverse_util.unflatten_dict(tensors, sep="."), None, meta
     try:
         config = NetConfig.from_meta(meta)
     except (KeyError, ValueError) as e:
@@ -70,17 +122,27 @@ def load_model(path: str | Path) -> tuple[dict, NetConfig, dict[str, str]]:
     want = traverse_util.flatten_dict(
         jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0))), sep="."
     )
-    missing = sorted(set(want) - set(tensors))
-    extra = sorted(set(tensors) - set(want))
-    if missing or extra:
-        raise ModelError(
-            f"{path}: tensors do not match the architecture (missing: {missing[:5]}, "
-            f"unexpected: {extra[:5]})"
-        )
-    for k, spec in want.items():
-        if tensors[k].shape != spec.shape:
-            raise ModelError(
-                f"{path}: tensor {k} has shape {tensors[k].shape}, expected {spec.shape}"
-            )
-    params = traverse_util.unflatten_dict(tensors, sep=".")
-    return params, config, meta
+    _check_tensors(path, tensors, {k: spec.shape for k, spec in want.items()})
+    return kind, traverse_util.unflatten_dict(tensors, sep="."), config, meta
+
+
+def model_kind(path: str | Path) -> str:
+    """The kind of a model file or training workdir (a workdir trains ``johnson`` networks),
+    from the file's metadata alone, so that flags can be checked before anything is loaded.
+
+    Raises:
+        ModelError: missing, foreign or unreadable file, or an unknown kind.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if path.is_dir():
+        return "johnson"
+    if not path.is_file():
+        raise ModelError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = dict(f.metadata() or {})
+    except Exception as e:  # noqa: BLE001 - any decoder failure means a bad file
+        raise ModelError(f"{path}: not a readable safetensors file ({e})") from None
+    return _kind_of(path, meta)

@@ -94,7 +94,8 @@ def test_parity_with_pytorch(torch_net_pth, tmp_path):
     proc = run_cli(src, "-o", out)
     assert proc.returncode == 0, proc.stderr
     assert "unexpected keys (dropped) (2): in1.running_mean, in1.running_var" in proc.stdout
-    params, config, meta = load_model(out)
+    kind, params, config, meta = load_model(out)
+    assert kind == "johnson" and meta["kind"] == "johnson"
     assert config == FULL_255
     assert meta["source"] == "candy.pth" and len(meta["source_sha256"]) == 64
 

@@ -2,6 +2,7 @@
 
     python -m weights_convert SRC -o OUT.safetensors --arch vgg16 [--layout torchvision]
     python -m weights_convert johnson SRC.pth -o model.safetensors
+    python -m weights_convert adain vgg_normalised.pth decoder.pth -o model.safetensors
 
 SRC may be ONNX, a torch state dict (.pth/.pt/.bin), safetensors (torchvision/timm or jaxstyle)
 or Keras .h5. OUT is written atomically: a failed conversion leaves an existing OUT untouched.
@@ -24,6 +25,8 @@ from jaxstyle.weights.readers import LAYOUTS, read_vgg_file
 
 #: First word selecting the Johnson transformer-network converter.
 JOHNSON = "johnson"
+#: First word selecting the AdaIN (naoto0804/pytorch-AdaIN) converter.
+ADAIN = "adain"
 MAX_LISTED_KEYS = 20
 
 
@@ -96,6 +99,36 @@ def _main_johnson(argv: Sequence[str]) -> int:
     return 0
 
 
+def _main_adain(argv: Sequence[str]) -> int:
+    """``python -m weights_convert adain VGG DECODER -o OUT``: one AdaIN model file."""
+    p = argparse.ArgumentParser(
+        prog=f"python -m weights_convert {ADAIN}",
+        description="Convert the vgg_normalised.pth and decoder.pth state dicts of the PyTorch "
+        "AdaIN port (naoto0804/pytorch-AdaIN) to one jaxstyle model file.",
+    )
+    p.add_argument("vgg", metavar="VGG", help="vgg_normalised.pth (the encoder)")
+    p.add_argument("decoder", metavar="DECODER", help="decoder.pth")
+    p.add_argument("-o", "--out", required=True, metavar="OUT", help="destination .safetensors")
+    args = p.parse_args(argv)
+
+    from jaxstyle.weights.adain import write_adain
+
+    try:
+        refuse_overwriting_inputs([args.out], [args.vgg, args.decoder])
+        check_writable(args.out)
+        out, reports, _ = write_adain(args.vgg, args.decoder, args.out)
+    except (WeightsError, OutputError) as e:
+        return _error(str(e))
+    except OSError as e:  # e.g. OUT's folder is not writable
+        return _error(f"{args.out}: cannot write ({e.strerror or e})")
+    for report in reports:
+        print(report.summary())
+        print(_keys_line("  missing keys", []))
+        print(_keys_line("  unused keys (dropped)", report.unexpected))
+    print(f"wrote {out} (AdaIN: VGG19 encoder to relu4_1 and its decoder)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the converter; returns the process exit status (0 ok, 2 bad input).
 
@@ -105,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == [JOHNSON]:
         return _main_johnson(argv[1:])
+    if argv[:1] == [ADAIN]:
+        return _main_adain(argv[1:])
     args = build_parser().parse_args(argv)
 
     try:
