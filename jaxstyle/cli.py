@@ -578,6 +578,7 @@ def _add_feed_forward_parsers(sub) -> None:
     adain.add_argument(
         "--style-size",
         type=int,
+        metavar="N",
         help="resize each style image's long side to this before encoding; 0 keeps its own "
         "size (512)",
     )
