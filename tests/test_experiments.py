@@ -74,6 +74,7 @@ EXPECTED = {
         "results.json",
         "loss_curves.png",
     ],
+    "restarts": ["sheet.png", "results.csv", "results.json", "loss_curves.png"],
 }
 #: script -> the images of its smoke run (the scripts' defaults name ../shared/images files).
 IMAGE_ARGS = {
@@ -83,6 +84,7 @@ IMAGE_ARGS = {
     "johnson_checkpoints": ["--style", STYLE],  # trains on the content folder
     "compare_methods": ["--content", CONTENT[0], CONTENT[1], "--style", STYLE],
     "bench_vs_torch": ["--content", CONTENT[0], "--style", STYLE],
+    "restarts": [],  # every pair of the folders (--smoke: the first) and the demo pair
 }
 NEEDS_TORCH = {"bench_vs_torch"}
 #: Every script of experiments/ (python -m experiments.NAME).
@@ -412,7 +414,22 @@ def _bench_vs_torch(out: Path) -> None:
     assert int(ttfr[0]["cache_files"]) > 0 and int(ttfr[2]["cache_files"]) == 0
 
 
+def _restarts(out: Path) -> None:
+    rows = read_csv(out / "results.csv")
+    data = json.loads((out / "results.json").read_text())
+    assert [r["pair"] for r in rows] == ["demo x demo", f"{CONTENT[0]} x {STYLE}"]
+    assert data["config"]["iterations"] == 3 and data["config"]["size"] == 64
+    for r, j in zip(rows, data["results"], strict=True):
+        assert int(r["restarts"]) == j["restarts"] == len(r["restart_iterations"].split())
+        assert int(r["function_evaluations"]) >= 3
+        # The final loss is the best iterate's: at most the lowest loss of its curve (+ rounding).
+        assert j["final_loss"] <= min(data["curves"][r["pair"]]) * 1.001
+    verdict = f"{sum(int(r['restarts']) > 0 for r in rows)} of 2 runs needed a restart"
+    assert verdict in (out / "summary.md").read_text()
+
+
 CHECKS = {
+    "restarts": _restarts,
     "style_weight_sweep": _style_weight_sweep,
     "layer_choice": _layer_choice,
     "pooling_convergence": _pooling_convergence,
