@@ -6,6 +6,8 @@
   each through a layout table with a shape check per tensor (ONNX via
   :mod:`~jaxstyle.weights.onnx_proto`, which needs no ``onnx`` package);
 * :mod:`~jaxstyle.weights.johnson`: pytorch/examples fast_neural_style networks;
+* :mod:`~jaxstyle.weights.adain`: the AdaIN encoder and decoder of the PyTorch port
+  (``vgg_normalised.pth``, ``decoder.pth``);
 * :mod:`~jaxstyle.weights.sources`: where weights are downloaded from, with pinned sha256;
 * :mod:`~jaxstyle.weights.cache`: the cache (fetch, verify, list) and :func:`load_vgg`.
 
