@@ -34,6 +34,7 @@ FIGURES = {
     "johnson_checkpoints": (("loss_curves.png",), r"(?P<row>sw\d+_.+)_(?P<label>step\d+)"),
     "compare_methods": ((), r"(?P<row>.+)_(?P<label>gatys|johnson)"),
     "bench_vs_torch": ((), None),
+    "restarts": (("loss_curves.png",), None),
 }
 
 

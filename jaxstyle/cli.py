@@ -405,14 +405,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
             raise UsageError(f"{flag} must be >= {low}, got {value}")
     if args.bucket < 1:
         raise UsageError(f"--bucket must be >= 1, got {args.bucket}")
-    kind = models.model_kind(args.model)  # metadata only
-    _check_apply_flags(args, kind)
     styles = list(map(Path, args.style or []))
     inputs = _expand_images(args.inputs)
     outputs = _apply_outputs(args, inputs)
     check_outputs(outputs, [*inputs, args.model, *styles])
     # Headers only: every input is checked before any work, decoded one batch at a time.
     files = [imlib.ImageFile.open(p, args.size or None) for p in inputs]
+    kind = models.model_kind(args.model)  # metadata only
+    _check_apply_flags(args, kind)
     style_size = None
     if kind == "adain":
         style_size = 512 if args.style_size is None else args.style_size or None
