@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from jaxstyle.fileio import OutputError, check_writable, refuse_overwriting_inputs
 from jaxstyle.nets.vgg import ARCHS
@@ -62,10 +63,17 @@ def _error(message: str) -> int:
     return 2
 
 
-def _check_output(src: str, out: str) -> None:
-    """Refuses, before any work, an OUT that is SRC or that cannot be written."""
-    refuse_overwriting_inputs([out], [src])
-    check_writable(out)
+def _convert(out: str, sources: Sequence[str], work: Callable[[], Any]) -> tuple[Any, int]:
+    """Refuses, before any work, an OUT that is a source or that cannot be written; then runs
+    ``work``. Returns ``(its result, 0)``, or ``(None, 2)`` after one ``error:`` line."""
+    try:
+        refuse_overwriting_inputs([out], sources)
+        check_writable(out)
+        return work(), 0
+    except (WeightsError, OutputError) as e:
+        return None, _error(str(e))
+    except OSError as e:  # e.g. OUT's folder is not writable
+        return None, _error(f"{out}: cannot write ({e.strerror or e})")
 
 
 def _main_johnson(argv: Sequence[str]) -> int:
@@ -81,13 +89,10 @@ def _main_johnson(argv: Sequence[str]) -> int:
 
     from jaxstyle.weights.johnson import write_johnson
 
-    try:
-        _check_output(args.src, args.out)
-        out, config, report, _ = write_johnson(args.src, args.out)
-    except (WeightsError, OutputError) as e:
-        return _error(str(e))
-    except OSError as e:  # e.g. OUT's folder is not writable
-        return _error(f"{args.out}: cannot write ({e.strerror or e})")
+    done, status = _convert(args.out, [args.src], lambda: write_johnson(args.src, args.out))
+    if status:
+        return status
+    out, config, report, _ = done
     print(report.summary())
     print(_keys_line("missing keys", []))
     print(_keys_line("unexpected keys (dropped)", report.unexpected))
@@ -113,14 +118,12 @@ def _main_adain(argv: Sequence[str]) -> int:
 
     from jaxstyle.weights.adain import write_adain
 
-    try:
-        refuse_overwriting_inputs([args.out], [args.vgg, args.decoder])
-        check_writable(args.out)
-        out, reports, _ = write_adain(args.vgg, args.decoder, args.out)
-    except (WeightsError, OutputError) as e:
-        return _error(str(e))
-    except OSError as e:  # e.g. OUT's folder is not writable
-        return _error(f"{args.out}: cannot write ({e.strerror or e})")
+    done, status = _convert(
+        args.out, [args.vgg, args.decoder], lambda: write_adain(args.vgg, args.decoder, args.out)
+    )
+    if status:
+        return status
+    out, reports, _ = done
     for report in reports:
         print(report.summary())
         print(_keys_line("  missing keys", []))
@@ -142,14 +145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main_adain(argv[1:])
     args = build_parser().parse_args(argv)
 
-    try:
-        _check_output(args.src, args.out)
+    def work():
         params, meta, report = read_vgg_file(args.src, args.arch, args.layout)
-        out = save(args.out, params, meta)
-    except (WeightsError, OutputError) as e:
-        return _error(str(e))
-    except OSError as e:  # e.g. OUT's folder is not writable
-        return _error(f"{args.out}: cannot write ({e.strerror or e})")
+        return save(args.out, params, meta), meta, report
+
+    done, status = _convert(args.out, [args.src], work)
+    if status:
+        return status
+    out, meta, report = done
     print(report.summary())
     # A successful conversion has every tensor it needs; a missing one is an error above.
     print(_keys_line("missing keys", []))
