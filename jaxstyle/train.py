@@ -557,7 +557,9 @@ def train_loop(
     step, t_compile, t_last, saved = start, None, time.perf_counter(), start
     with _Interrupt() as interrupt:
         while step < cfg.steps and not interrupt.requested:
-            batch = jax.make_array_from_process_local_data(batch_sharding, next(batches))
+            batch = jax.tree_util.tree_map(  # an array, or a tuple of arrays (AdaIN)
+                lambda b: jax.make_array_from_process_local_data(batch_sharding, b), next(batches)
+            )
             if t_compile is None:
                 t0 = time.perf_counter()
                 step_fn = step_fn.lower(state, batch, *consts).compile()
