@@ -9,7 +9,18 @@ weights (recorded in their metadata) is applied inside :func:`vgg_features`:
 
 * ``caffe``: BGR channel order, 0-255 scale, mean [103.939, 116.779, 123.68] (BGR) subtracted
   (the original Caffe/Keras VGG weights);
-* ``torchvision``: RGB, ImageNet mean [0.485, 0.456, 0.406] and std [0.229, 0.224, 0.225].
+* ``torchvision``: RGB, ImageNet mean [0.485, 0.456, 0.406] and std [0.229, 0.224, 0.225];
+* ``normalised``: an affine map of RGB in [0, 1] that is part of the weights: the parameters
+  hold an ``input`` 1x1 convolution 3->3 (``{"kernel": (1, 1, 3, 3), "bias": (3,)}``) applied
+  before conv1_1. This is the first layer of ``vgg_normalised.pth`` (the VGG19 encoder of the
+  PyTorch AdaIN port), which folds Caffe's BGR order, 0-255 scale and mean into one layer; its
+  convolutions are Gatys et al.'s *normalised* VGG19 (each filter rescaled to mean activation 1
+  over ImageNet), so its activations are on another scale than Caffe's (see README, Weights).
+
+The trunk here always uses zero padding and floor-mode pooling, whatever network the weights
+came from (the AdaIN port's own network pads by reflection and pools in ceil mode: with the same
+weights the two differ only in the border pixels of each activation map, and, for sides that
+are not multiples of 2 at a pooling, in the last row/column that ceil mode keeps).
 """
 
 from __future__ import annotations
@@ -29,7 +40,10 @@ from jaxstyle.nets import conv
 ARCHS: dict[str, tuple[int, ...]] = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
 #: Output channels of every convolution in a block.
 CHANNELS = (64, 128, 256, 512, 512)
-CONVENTIONS = ("caffe", "torchvision")
+CONVENTIONS = ("caffe", "torchvision", "normalised")
+#: The parameter entry holding the input affine map of the ``normalised`` convention.
+INPUT = "input"
+INPUT_SHAPES = {"kernel": (1, 1, 3, 3), "bias": (3,)}
 POOLINGS = ("max", "avg")
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -60,10 +74,16 @@ def layer_names(arch: str) -> list[str]:
     return names
 
 
-def param_shapes(arch: str) -> dict[str, dict[str, tuple[int, ...]]]:
-    """Expected parameter shapes: ``{conv: {"kernel": (3, 3, Cin, Cout), "bias": (Cout,)}}``."""
+def param_shapes(arch: str, convention: str | None = None) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Expected parameter shapes: ``{conv: {"kernel": (3, 3, Cin, Cout), "bias": (Cout,)}}``.
+
+    With ``convention="normalised"`` the input map :data:`INPUT` comes first.
+    """
     _check_arch(arch)
-    shapes, cin = {}, 3
+    shapes: dict[str, dict[str, tuple[int, ...]]] = {}
+    if convention == "normalised":
+        shapes[INPUT] = dict(INPUT_SHAPES)
+    cin = 3
     for b, n in enumerate(ARCHS[arch], 1):
         cout = CHANNELS[b - 1]
         for i in range(1, n + 1):
@@ -149,8 +169,20 @@ class VGG(nn.Module):
         return out
 
 
-def preprocess(images: jax.Array, convention: str) -> jax.Array:
-    """Maps float NHWC RGB in [0, 1] to the network's input convention."""
+def preprocess(images: jax.Array, convention: str, affine: Any = None) -> jax.Array:
+    """Maps float NHWC RGB in [0, 1] to the network's input convention.
+
+    Args:
+        images: float NHWC RGB in [0, 1].
+        convention: one of :data:`CONVENTIONS`.
+        affine: for ``normalised`` only, the weights' ``{"kernel": (1, 1, 3, 3), "bias": (3,)}``.
+    """
+    if convention == "normalised":
+        if affine is None:
+            raise ValueError(f"the normalised convention needs the weights' {INPUT!r} 1x1 conv")
+        kernel = jnp.asarray(affine["kernel"], images.dtype)[0, 0]
+        y = jnp.einsum("nhwc,cd->nhwd", images, kernel, precision=jax.lax.Precision.HIGHEST)
+        return y + jnp.asarray(affine["bias"], images.dtype)
     if convention == "caffe":
         bgr = images[..., ::-1] * 255.0
         return bgr - jnp.asarray(CAFFE_MEAN_BGR, images.dtype)
@@ -172,7 +204,8 @@ def vgg_features(
     """Activations of ``layers`` for ``images``, computing only up to the deepest one.
 
     Args:
-        params: ``{conv_name: {"kernel": HWIO, "bias": (C,)}}``.
+        params: ``{conv_name: {"kernel": HWIO, "bias": (C,)}}``, plus :data:`INPUT` for the
+            ``normalised`` convention.
         images: float NHWC RGB in [0, 1]; H and W of at least 32 keep every pool non-empty.
         layers: layer names (``conv{b}_{i}``, ``relu{b}_{i}``, ``pool{b}``).
         arch, pooling, convention: see :class:`VGG` and :func:`preprocess`.
@@ -182,8 +215,9 @@ def vgg_features(
     """
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected NHWC RGB images, got shape {images.shape}")
-    x = preprocess(images, convention)
-    return VGG(arch=arch, pooling=pooling).apply({"params": params}, x, tuple(layers))
+    x = preprocess(images, convention, params.get(INPUT))
+    convs = {k: v for k, v in params.items() if k != INPUT}
+    return VGG(arch=arch, pooling=pooling).apply({"params": convs}, x, tuple(layers))
 
 
 def init_params(arch: str, key: jax.Array | None = None) -> Params:

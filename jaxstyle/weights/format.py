@@ -5,7 +5,9 @@ of one VGG, keyed ``conv{b}_{i}.kernel`` / ``conv{b}_{i}.bias``, with string met
 
 * ``format``: ``jaxstyle-vgg/1``
 * ``arch``: ``vgg16`` or ``vgg19``
-* ``convention``: ``caffe`` or ``torchvision`` (see :func:`jaxstyle.nets.vgg.preprocess`)
+* ``convention``: ``caffe``, ``torchvision`` or ``normalised`` (see
+  :func:`jaxstyle.nets.vgg.preprocess`); a ``normalised`` file also holds the input map as
+  ``input.kernel`` (1, 1, 3, 3) and ``input.bias`` (3,), so that it describes itself
 * ``source``: where the weights came from; ``source_sha256``: the hash of that source.
 
 The cache lives under ``$JAXSTYLE_HOME/weights`` (default ``~/.cache/jaxstyle``).
@@ -67,11 +69,11 @@ def save(path: str | Path, params: dict, meta: dict[str, str]) -> Path:
     from safetensors.numpy import save_file
 
     arch = meta["arch"]
-    check_params(params, arch, str(path))
     if meta.get("convention") not in CONVENTIONS:
         raise WeightsError(f"{path}: unknown input convention {meta.get('convention')!r}")
+    check_params(params, arch, str(path), meta["convention"])
     tensors = {}
-    for conv in param_shapes(arch):
+    for conv in param_shapes(arch, meta["convention"]):
         tensors[f"{conv}.kernel"] = np.ascontiguousarray(params[conv]["kernel"], np.float32)
         tensors[f"{conv}.bias"] = np.ascontiguousarray(params[conv]["bias"], np.float32)
     # The writer stamps its own format last: a stale "format" in meta must not override it.
@@ -81,9 +83,12 @@ def save(path: str | Path, params: dict, meta: dict[str, str]) -> Path:
     return Path(path)
 
 
-def check_params(params: dict, arch: str, origin: str) -> None:
-    """Raises WeightsError naming the first missing or wrongly shaped tensor."""
-    for conv, shapes in param_shapes(arch).items():
+def check_params(params: dict, arch: str, origin: str, convention: str | None = None) -> None:
+    """Raises WeightsError naming the first missing or wrongly shaped tensor.
+
+    ``convention="normalised"`` also requires the input map (see :func:`param_shapes`).
+    """
+    for conv, shapes in param_shapes(arch, convention).items():
         for kind, want in shapes.items():
             if conv not in params or kind not in params[conv]:
                 raise WeightsError(f"{origin}: missing tensor {conv}.{kind} for {arch}")
@@ -121,16 +126,22 @@ def load(path: str | Path, arch: str | None = None) -> tuple[dict, dict[str, str
         raise WeightsError(f"{path}: not a jaxstyle weights file (format {meta.get('format')!r})")
     if meta.get("arch") not in ARCHS:
         raise WeightsError(f"{path}: unknown architecture {meta.get('arch')!r}")
+    if meta.get("convention") not in CONVENTIONS:
+        raise WeightsError(
+            f"{path}: unknown input convention {meta.get('convention')!r} "
+            "(written by a newer jaxstyle?)"
+        )
     if arch is not None and meta["arch"] != arch:
         raise WeightsError(f"{path}: holds {meta['arch']} weights, not {arch}")
     try:
         tensors = load_file(str(path))
     except Exception as e:  # noqa: BLE001
         raise WeightsError(f"{path}: cannot read tensors ({e})") from e
+    shapes = param_shapes(meta["arch"], meta["convention"])
     params = {
         conv: {"kernel": tensors.get(f"{conv}.kernel"), "bias": tensors.get(f"{conv}.bias")}
-        for conv in param_shapes(meta["arch"])
+        for conv in shapes
     }
     params = {c: {k: v for k, v in p.items() if v is not None} for c, p in params.items()}
-    check_params(params, meta["arch"], str(path))
+    check_params(params, meta["arch"], str(path), meta["convention"])
     return params, meta

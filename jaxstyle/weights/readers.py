@@ -1,7 +1,9 @@
 """VGG16/VGG19 convolution weights from ONNX, torch state dicts, safetensors and Keras .h5.
 
 Each layout is a name table (our conv name -> the file's kernel and bias names), one transpose
-rule for kernels (to our HWIO), and the input convention the weights were trained with. Every
+rule for kernels (to our HWIO), and the input convention the weights were trained with; a layout
+whose input convention is a layer of its own (``vgg_normalised``: a 1x1 conv on RGB [0, 1])
+also names that layer's tensors, which become the parameters' ``input`` entry. Every
 tensor's shape is asserted against the architecture, and every tensor used must hold finite
 floating-point values; keys we do not use are reported (the classifier is dropped on purpose).
 
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxstyle.nets.vgg import ARCHS, conv_names, param_shapes
+from jaxstyle.nets.vgg import ARCHS, INPUT, conv_names, param_shapes
 from jaxstyle.weights.format import FORMAT, WeightsError, read_metadata, sha256_file
 
 
@@ -60,6 +62,9 @@ class Layout:
     names: Callable[[str], dict[str, tuple[str, str]]]  # arch -> {conv: (kernel_key, bias_key)}
     kernel_to_hwio: tuple[int, ...] | None  # transpose axes, None when already HWIO
     convention: str  # input convention of the trained weights (see jaxstyle.nets.vgg.preprocess)
+    input_names: tuple[str, str] | None = None  # (kernel, bias) of the input map, if a layer
+    archs: tuple[str, ...] = tuple(ARCHS)  # the architectures files of this layout can hold
+    label: str = ""  # how errors name such a file
 
 
 def _torchvision_names(arch: str) -> dict[str, tuple[str, str]]:
@@ -96,12 +101,40 @@ def _jaxstyle_names(arch: str) -> dict[str, tuple[str, str]]:
     return {c: (f"{c}.kernel", f"{c}.bias") for c in conv_names(arch)}
 
 
+def _vgg_normalised_names(arch: str) -> dict[str, tuple[str, str]]:
+    # pytorch-AdaIN's vgg_normalised nn.Sequential: 0 is the 1x1 input conv; then each 3x3 conv
+    # is ReflectionPad2d, Conv2d, ReLU (conv at 2, 5, 9, ...), each block ends in a MaxPool2d.
+    table, idx = {}, 1
+    for b, n in enumerate(ARCHS[arch], 1):
+        for i in range(1, n + 1):
+            table[f"conv{b}_{i}"] = (f"{idx + 1}.weight", f"{idx + 1}.bias")
+            idx += 3
+        idx += 1
+    return table
+
+
 OIHW_TO_HWIO = (2, 3, 1, 0)
 LAYOUTS: dict[str, Layout] = {
     "torchvision": Layout("torchvision", _torchvision_names, OIHW_TO_HWIO, "torchvision"),
     "keras": Layout("keras", _keras_names, None, "caffe"),
     "onnx-keras": Layout("onnx-keras", _onnx_keras_names, OIHW_TO_HWIO, "caffe"),
     "jaxstyle": Layout("jaxstyle", _jaxstyle_names, None, "caffe"),
+    "jaxstyle-normalised": Layout(
+        "jaxstyle-normalised",
+        _jaxstyle_names,
+        None,
+        "normalised",
+        input_names=(f"{INPUT}.kernel", f"{INPUT}.bias"),
+    ),
+    "vgg_normalised": Layout(
+        "vgg_normalised",
+        _vgg_normalised_names,
+        OIHW_TO_HWIO,
+        "normalised",
+        input_names=("0.weight", "0.bias"),
+        archs=("vgg19",),
+        label="vgg_normalised.pth (the VGG19 encoder of pytorch-AdaIN)",
+    ),
 }
 
 
@@ -118,9 +151,25 @@ class ConvertReport:
         return f"layout {self.layout}: {len(self.used)} tensors used{dropped}"
 
 
+def looks_like_adain(tensors: dict[str, np.ndarray]) -> str | None:
+    """``"vgg"`` for pytorch-AdaIN's ``vgg_normalised.pth`` (its first layer, ``0.weight``, is a
+    1x1 conv 3->3), ``"decoder"`` for its ``decoder.pth`` (``1.weight`` a 3x3 conv 512->256 and
+    no ``0.weight``), else ``None``."""
+    if np.shape(tensors.get("0.weight", ())) == (3, 3, 1, 1):
+        return "vgg"
+    if np.shape(tensors.get("1.weight", ())) == (256, 512, 3, 3) and "0.weight" not in tensors:
+        return "decoder"
+    return None
+
+
 def detect_layout(keys: list[str]) -> str | None:
-    """Guesses the layout from tensor names; ``None`` when nothing matches."""
+    """Guesses the layout from tensor names; ``None`` when nothing matches.
+
+    ``vgg_normalised`` is told by a tensor's shape, not its name: see :func:`convert_tensors`.
+    """
     keyset = set(keys)
+    if f"{INPUT}.kernel" in keyset and "conv1_1.kernel" in keyset:
+        return "jaxstyle-normalised"
     for name in ("jaxstyle", "torchvision", "keras", "onnx-keras"):
         kernel_key = LAYOUTS[name].names("vgg16")["conv1_1"][0]
         if kernel_key in keyset:
@@ -155,6 +204,14 @@ def convert_tensors(
     """
     if arch not in ARCHS:
         raise ConvertError(f"{origin}: unknown architecture {arch!r} (expected vgg16 or vgg19)")
+    adain = looks_like_adain(tensors)
+    if adain == "decoder":
+        raise ConvertError(
+            f"{origin}: this is pytorch-AdaIN's decoder.pth, not a VGG; give vgg_normalised.pth "
+            "as the VGG weights (the decoder is for `python -m weights_convert adain`)"
+        )
+    if layout is None and adain == "vgg":
+        layout = "vgg_normalised"
     layout = layout or detect_layout(list(tensors))
     if layout is None:
         sample = ", ".join(sorted(tensors)[:5]) or "no tensors"
@@ -163,6 +220,11 @@ def convert_tensors(
             f"known layouts: {', '.join(LAYOUTS)}"
         )
     spec = LAYOUTS[layout]
+    if arch not in spec.archs:
+        raise ConvertError(
+            f"{origin}: {spec.label or layout + ' layout'} holds a {'/'.join(spec.archs)}, "
+            f"not {arch}; pass --net {spec.archs[0]} (--arch {spec.archs[0]} to weights_convert)"
+        )
     table = spec.names(arch)
     n_file, n_arch = _count_convs(tensors, spec), len(table)
     if n_file > n_arch:
@@ -172,12 +234,15 @@ def convert_tensors(
             f"{origin}: holds {n_file} convolutions but {arch} has {n_arch}{hint}; "
             f"pass the matching --arch"
         )
-    missing = [key for pair in table.values() for key in pair if key not in tensors]
+    wanted = [key for pair in table.values() for key in pair] + list(spec.input_names or ())
+    missing = [key for key in wanted if key not in tensors]
     if missing:
         raise ConvertError(
             f"{origin}: missing tensors for {arch} ({layout} layout): {', '.join(missing)}"
         )
-    shapes = param_shapes(arch)
+    shapes = param_shapes(arch, spec.convention if spec.input_names else None)
+    if spec.input_names:
+        table = {INPUT: spec.input_names, **table}
     params, used = {}, []
     for conv, (kernel_key, bias_key) in table.items():
         kernel = as_float32(tensors[kernel_key], kernel_key, origin)
@@ -331,7 +396,7 @@ def read_vgg_file(
                     "pass the matching --arch/--net"
                 )
             meta_convention = meta.get("convention")
-            layout = "jaxstyle"
+            layout = "jaxstyle-normalised" if meta_convention == "normalised" else "jaxstyle"
     params, report = convert_tensors(tensors, arch, layout, origin=str(path))
     meta = {
         "arch": arch,
