@@ -5,7 +5,10 @@
     python -m weights_convert adain vgg_normalised.pth decoder.pth -o model.safetensors
 
 SRC may be ONNX, a torch state dict (.pth/.pt/.bin), safetensors (torchvision/timm or jaxstyle)
-or Keras .h5. OUT is written atomically: a failed conversion leaves an existing OUT untouched.
+or Keras .h5. pytorch-AdaIN's ``vgg_normalised.pth`` (``--arch vgg19``) converts into a VGG19
+file with input convention ``normalised``, its 1x1 input conv kept; its ``decoder.pth`` is
+refused here (it belongs to ``adain``). OUT is written atomically: a failed conversion leaves
+an existing OUT untouched.
 An OUT that is SRC (symlinks included) or cannot be written is refused before SRC is read.
 Exits 2 with a one-line ``error: ...`` on stderr when SRC cannot be converted.
 

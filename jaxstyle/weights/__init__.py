@@ -4,7 +4,8 @@
   where the cache lives;
 * :mod:`~jaxstyle.weights.readers`: ONNX, torch ``.pth``, safetensors and Keras ``.h5`` files,
   each through a layout table with a shape check per tensor (ONNX via
-  :mod:`~jaxstyle.weights.onnx_proto`, which needs no ``onnx`` package);
+  :mod:`~jaxstyle.weights.onnx_proto`, which needs no ``onnx`` package); pytorch-AdaIN's
+  ``vgg_normalised.pth`` is read as a VGG19 with the ``normalised`` input convention;
 * :mod:`~jaxstyle.weights.johnson`: pytorch/examples fast_neural_style networks;
 * :mod:`~jaxstyle.weights.adain`: the AdaIN encoder and decoder of the PyTorch port
   (``vgg_normalised.pth``, ``decoder.pth``);
