@@ -8,7 +8,8 @@ steps, source file). Kinds:
 * ``johnson``: a single-style transformation network, format ``jaxstyle-johnson/1``, the
   architecture in :meth:`jaxstyle.nets.transformer_net.NetConfig.to_meta`;
 * ``adain``: an arbitrary-style AdaIN network (:mod:`jaxstyle.nets.adain`), format
-  ``jaxstyle-model/1``; its layout is fixed, so it has no architecture fields.
+  ``jaxstyle-model/1``; its architecture is ``encoder`` (``vgg19`` or ``vgg16``; absent, as in
+  converted files written before it existed: ``vgg19``), which fixes the layout.
 """
 
 from __future__ import annotations
@@ -48,14 +49,21 @@ def save_model(
     return Path(path)
 
 
-def save_adain_model(path: str | Path, params: Any, meta: dict[str, str] | None = None) -> Path:
-    """Writes an AdaIN network's ``params`` (:mod:`jaxstyle.nets.adain`) atomically."""
+def save_adain_model(
+    path: str | Path, params: Any, meta: dict[str, str] | None = None, *, encoder: str = "vgg19"
+) -> Path:
+    """Writes an AdaIN network's ``params`` (:mod:`jaxstyle.nets.adain`, with the ``encoder``
+    ``vgg19`` or ``vgg16``) atomically."""
     from safetensors.numpy import save_file
 
+    from jaxstyle.nets.adain import ENCODERS
+
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown AdaIN encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
     flat = traverse_util.flatten_dict(params, sep=".")
     tensors = {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in flat.items()}
     metadata = {k: str(v) for k, v in (meta or {}).items()}
-    metadata.update(format=MODEL_FORMAT, kind="adain")
+    metadata.update(format=MODEL_FORMAT, kind="adain", encoder=encoder)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return Path(path)
@@ -110,9 +118,12 @@ def load_model(path: str | Path) -> tuple[str, dict, NetConfig | None, dict[str,
         raise ModelError(f"{path}: not a readable safetensors file ({e})") from None
     kind = _kind_of(path, meta)
     if kind == "adain":
-        from jaxstyle.nets.adain import param_shapes
+        from jaxstyle.nets.adain import ENCODERS, param_shapes
 
-        shapes = traverse_util.flatten_dict(param_shapes(), sep=".")  # shape tuples are leaves
+        encoder = meta.get("encoder", "vgg19")  # converted files of the port's VGG19 have none
+        if encoder not in ENCODERS:
+            raise ModelError(f"{path}: unknown AdaIN encoder {encoder!r}")
+        shapes = traverse_util.flatten_dict(param_shapes(encoder), sep=".")  # shapes are leaves
         _check_tensors(path, tensors, shapes)
         return kind, traverse_util.unflatten_dict(tensors, sep="."), None, meta
     try:

@@ -15,6 +15,16 @@ The network is laid out as the widely used PyTorch port (naoto0804/pytorch-AdaIN
 Parameters are ``{"vgg": {"0": {"kernel", "bias"}, "2": ...}, "decoder": {"1": ..., ...}}``,
 named by the index of the convolution in the PyTorch ``nn.Sequential``; kernels HWIO.
 
+Two encoders (:data:`ENCODERS`): ``vgg19``, the port's (what converted files hold), and
+``vgg16``, the same layout built from VGG16 (conv1_1, 1_2, pool, 2_1, 2_2, pool, 3_1, 3_2, 3_3,
+pool, 4_1 at the ``nn.Sequential`` indices 0 (the 1x1), 2, 5, 9, 12, 16, 19, 22, 26) with the
+decoder that mirrors it: the vgg19 decoder with one 256-channel convolution fewer, its modules
+numbered as the port numbers its own (pad, conv, ReLU; an upsampling module before 5, 15, 22):
+convolutions at 1, 5, 8, 11, 15, 18, 22, 25. The two index sets differ, so which encoder a set
+of parameters belongs to is read from its keys (:func:`encoder_of`).
+:func:`encoder_from_vgg` builds either encoder from jaxstyle's VGG weights (the 1x1 convolution
+folds their input convention), which :mod:`jaxstyle.train_adain` trains decoders for.
+
 Sizes that are not multiples of 8: ceil-mode pooling rounds each level up, so the decoder's
 output is up to 7 pixels larger than the input, with the image's own pixels at the top left
 (ceil-mode windows start there). :func:`stylize` crops it to the content's size; the reference
@@ -24,7 +34,7 @@ saves the larger image as it is, whose top-left crop equals ours.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +55,32 @@ ENCODER_REST = (32, 35, 38, 42, 45, 48, 51)
 DECODER = ((1, 512, 256), (5, 256, 256), (8, 256, 256), (11, 256, 256), (14, 256, 128),
            (18, 128, 128), (21, 128, 64), (25, 64, 64), (28, 64, 3))  # fmt: skip
 UPSAMPLE_BEFORE = frozenset({5, 18, 25})
+#: The vgg16 encoder and its decoder (see the module docstring), in the same form.
+ENCODER16 = ((0, 3, 3, 1), (2, 3, 64, 3), (5, 64, 64, 3), (9, 64, 128, 3), (12, 128, 128, 3),
+             (16, 128, 256, 3), (19, 256, 256, 3), (22, 256, 256, 3),
+             (26, 256, 512, 3))  # fmt: skip
+POOL_BEFORE16 = frozenset({9, 16, 26})
+DECODER16 = ((1, 512, 256), (5, 256, 256), (8, 256, 256), (11, 256, 128), (15, 128, 128),
+             (18, 128, 64), (22, 64, 64), (25, 64, 3))  # fmt: skip
+UPSAMPLE_BEFORE16 = frozenset({5, 15, 22})
+
+
+class Arch(NamedTuple):
+    """One encoder's layer tables and its decoder's."""
+
+    encoder: tuple[tuple[int, int, int, int], ...]
+    pool_before: frozenset[int]
+    decoder: tuple[tuple[int, int, int], ...]
+    upsample_before: frozenset[int]
+
+
+ARCHS = {
+    "vgg19": Arch(ENCODER, POOL_BEFORE, DECODER, UPSAMPLE_BEFORE),
+    "vgg16": Arch(ENCODER16, POOL_BEFORE16, DECODER16, UPSAMPLE_BEFORE16),
+}
+ENCODERS = tuple(ARCHS)
+#: The layers :func:`encode_features` returns, whose statistics the training loss matches.
+FEATURE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 EPS = 1e-5
 #: The smallest side an image may have: each of the three ceil-mode poolings must leave at
 #: least 2 pixels for the reflection padding (9 -> 5 -> 3 -> 2), and the variance at relu4_1
@@ -52,18 +88,39 @@ EPS = 1e-5
 MIN_SIDE = 9
 
 
-def param_shapes() -> dict[str, dict[str, dict[str, tuple[int, ...]]]]:
+def _arch(encoder: str) -> Arch:
+    if encoder not in ARCHS:
+        raise ValueError(f"unknown AdaIN encoder {encoder!r}; choose one of {', '.join(ARCHS)}")
+    return ARCHS[encoder]
+
+
+def param_shapes(encoder: str = "vgg19") -> dict[str, dict[str, dict[str, tuple[int, ...]]]]:
     """``{"vgg"|"decoder": {index: {"kernel": HWIO, "bias": (out,)}}}`` of the network."""
-    vgg = {str(i): {"kernel": (k, k, cin, cout), "bias": (cout,)} for i, cin, cout, k in ENCODER}
-    dec = {str(i): {"kernel": (3, 3, cin, cout), "bias": (cout,)} for i, cin, cout in DECODER}
+    a = _arch(encoder)
+    vgg = {str(i): {"kernel": (k, k, cin, cout), "bias": (cout,)} for i, cin, cout, k in a.encoder}
+    dec = {str(i): {"kernel": (3, 3, cin, cout), "bias": (cout,)} for i, cin, cout in a.decoder}
     return {"vgg": vgg, "decoder": dec}
 
 
-def init_params(seed: int = 0) -> dict:
+def encoder_of(part: dict, what: str = "vgg") -> str:
+    """Which encoder the parameters ``part`` (``what`` = ``"vgg"`` or ``"decoder"``) belong to,
+    from their keys alone (static under ``jax.jit``).
+
+    Raises:
+        ValueError: keys of neither encoder.
+    """
+    keys = set(part)
+    for name in ARCHS:
+        if {str(i) for i in param_shapes(name)[what]} <= keys:
+            return name
+    raise ValueError(f"AdaIN {what} parameters of no known encoder (keys {sorted(keys)[:12]})")
+
+
+def init_params(seed: int = 0, encoder: str = "vgg19") -> dict:
     """Random parameters (He-scaled normal kernels, zero biases), for tests and benchmarks."""
     rng = np.random.default_rng(seed)  # numpy: drawing 7M numbers with jax compiles first
     out: dict = {}
-    for part, layers in param_shapes().items():
+    for part, layers in param_shapes(encoder).items():
         out[part] = {}
         for name, s in layers.items():
             std = np.sqrt(2.0 / np.prod(s["kernel"][:3]))
@@ -83,31 +140,91 @@ def _max_pool_ceil(x: jax.Array) -> jax.Array:
     return x.reshape(n, (h + 1) // 2, 2, (w + 1) // 2, 2, c).max(axis=(2, 4))
 
 
-def encode(vgg: dict, x: jax.Array) -> jax.Array:
-    """relu4_1 features of NHWC RGB images in [0, 1]."""
-    for i, _, _, k in ENCODER:
+def _encode(vgg: dict, x: jax.Array, encoder: str | None, taps: bool) -> list[jax.Array]:
+    """The relu4_1 features, preceded by relu1_1, relu2_1 and relu3_1 when ``taps``."""
+    a = _arch(encoder or encoder_of(vgg))
+    tap_at = {a.encoder[1][0], *a.pool_before}  # conv1_1 and the first conv of each block
+    out = []
+    for i, _, _, k in a.encoder:
         p = vgg[str(i)]
-        if i in POOL_BEFORE:
+        if i in a.pool_before:
             x = _max_pool_ceil(x)
         if k == 1:  # the colour transform: no padding, no ReLU
             x = jnp.einsum("nhwc,co->nhwo", x, p["kernel"][0, 0]) + p["bias"]
             continue
         x = jax.nn.relu(conv.conv2d(_reflect(x), p["kernel"]) + p["bias"])
-    return x
+        if taps and i in tap_at:
+            out.append(x)
+    return out if taps else [x]
 
 
-def decode(decoder: dict, t: jax.Array) -> jax.Array:
-    """The decoder's (unclipped) output for relu4_1-shaped features ``t``; 8x their size."""
-    last = DECODER[-1][0]
-    for i, _, _ in DECODER:
+def encode(vgg: dict, x: jax.Array, encoder: str | None = None) -> jax.Array:
+    """relu4_1 features of NHWC RGB images in [0, 1].
+
+    ``encoder``: ``"vgg19"`` or ``"vgg16"``; ``None`` reads it from the keys of ``vgg``.
+    """
+    return _encode(vgg, x, encoder, taps=False)[0]
+
+
+def encode_features(vgg: dict, x: jax.Array, encoder: str | None = None) -> dict[str, jax.Array]:
+    """``{relu1_1, relu2_1, relu3_1, relu4_1: NHWC}`` of NHWC RGB images in [0, 1], one pass.
+
+    ``encoder`` as :func:`encode`.
+    """
+    return dict(zip(FEATURE_LAYERS, _encode(vgg, x, encoder, taps=True), strict=True))
+
+
+def decode(decoder: dict, t: jax.Array, encoder: str | None = None) -> jax.Array:
+    """The decoder's (unclipped) output for relu4_1-shaped features ``t``; 8x their size.
+
+    ``encoder``: whose mirror the decoder is; ``None`` reads it from the keys of ``decoder``.
+    """
+    a = _arch(encoder or encoder_of(decoder, "decoder"))
+    last = a.decoder[-1][0]
+    for i, _, _ in a.decoder:
         p = decoder[str(i)]
-        if i in UPSAMPLE_BEFORE:
+        if i in a.upsample_before:
             t = conv.upsample_conv3x3(t, p["kernel"]) + p["bias"]
         else:
             t = conv.conv2d(_reflect(t), p["kernel"]) + p["bias"]
         if i != last:
             t = jax.nn.relu(t)
     return t
+
+
+def encoder_from_vgg(vgg_params: dict, arch: str, convention: str) -> dict:
+    """The AdaIN encoder (``"vgg"`` parameters) of jaxstyle's VGG weights (:mod:`.vgg`).
+
+    The 1x1 convolution folds the weights' input convention exactly (Caffe: ``BGR * 255 -
+    mean``; torchvision: ``(RGB - mean) / std``; normalised: the weights' own ``input`` 1x1
+    convolution, as ``vgg_normalised.pth`` has), so it takes RGB in [0, 1] and every relu
+    feature equals :func:`jaxstyle.nets.vgg.vgg_features`' on the same image, except near the
+    border: here padding is reflection (as the AdaIN port's), there zeros.
+
+    Args:
+        vgg_params: ``{"conv1_1": {"kernel", "bias"}, ...}`` up to conv4_1 at least.
+        arch: ``"vgg16"`` or ``"vgg19"`` (the encoder built).
+        convention: ``"caffe"``, ``"torchvision"`` or ``"normalised"``.
+    """
+    from jaxstyle.nets import vgg as vgg_lib
+
+    a = _arch(arch)
+    if convention == "caffe":  # out channel o (BGR) = 255 * in channel 2 - o - mean[o]
+        kernel = np.fliplr(np.eye(3)) * 255.0
+        bias = -np.asarray(vgg_lib.CAFFE_MEAN_BGR)
+    elif convention == "torchvision":
+        std = np.asarray(vgg_lib.TORCHVISION_STD)
+        kernel, bias = np.diag(1.0 / std), -np.asarray(vgg_lib.TORCHVISION_MEAN) / std
+    elif convention == "normalised":  # the weights' own input map (vgg_normalised.pth's)
+        kernel, bias = np.asarray(vgg_params["input"]["kernel"])[0, 0], vgg_params["input"]["bias"]
+    else:
+        raise ValueError(f"unknown input convention {convention!r}")
+    first = {"kernel": kernel[None, None], "bias": bias}
+    out = {"0": {k: jnp.asarray(v, jnp.float32) for k, v in first.items()}}
+    names = vgg_lib.conv_names(arch)
+    for (i, *_), name in zip(a.encoder[1:], names, strict=False):
+        out[str(i)] = {k: jnp.asarray(v, jnp.float32) for k, v in vgg_params[name].items()}
+    return out
 
 
 def mean_std(feat: jax.Array) -> tuple[jax.Array, jax.Array]:
