@@ -256,3 +256,59 @@ def config_from_args(cls: type, args: argparse.Namespace):
         f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)
     }
     return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class AdainTrainConfig:
+    """Settings of AdaIN decoder training (Huang & Belongie 2017), as the PyTorch port's
+    ``train.py`` (naoto0804/pytorch-AdaIN): Adam at lr 1e-4 decayed as ``lr / (1 + lr_decay *
+    step)``, batch 8, 160,000 iterations, content weight 1, style weight 10, 256 px crops.
+    """
+
+    data: str = _f("tfds:coco/2014", "content images: tfds:NAME or folder:PATH")
+    styles: str = _f("", "style images: folder:PATH (e.g. WikiArt paintings); required")
+    data_dir: str = _f("", "TFDS data dir (where coco/2014 was prepared)")
+    encoder: str = _f(
+        "vgg16",
+        "the frozen encoder: VGG16 (jaxstyle's weights) or VGG19 (--weights: any VGG19 file, "
+        "vgg_normalised.pth as the port's) up to relu4_1",
+        choices=("vgg16", "vgg19"),
+    )
+    image_size: int = _f(256, "training crop size (a multiple of 8)")
+    # The paper resizes the short side to 512 keeping the aspect ratio; the port squashes every
+    # image to 512x512. We follow the paper.
+    load_size: int = _f(512, "short side images are resized to before the random crop")
+    batch_size: int = _f(8, "global batch size (divisible by the number of devices)")
+    steps: int = _f(160000, "total training steps (the port's max_iter)")
+    lr: float = _f(1e-4, "Adam learning rate at step 0")
+    lr_decay: float = _f(5e-5, "learning rate at step k: lr / (1 + lr_decay * k)")
+    content_weight: float = _f(1.0, "weight of the content term (relu4_1 MSE to the target)")
+    style_weight: float = _f(10.0, "weight of the style term (MSE of feature means and stds)")
+    seed: int = _f(0, "data order, crops and the decoder's initialisation")
+    checkpoint_every: int = _f(1000, "steps between checkpoints (also on Ctrl-C/SIGTERM)")
+    preview_every: int = _f(1000, "steps between preview images of fixed content/style pairs")
+    log_every: int = _f(10, "steps between metric records")
+
+    def validate(self) -> None:
+        check_finite(self)
+        if not (self.data.startswith("tfds:") or self.data.startswith("folder:")):
+            raise ValueError(f"--data must be tfds:NAME or folder:PATH, got {self.data!r}")
+        if not self.styles:
+            raise ValueError("--styles is required: a folder of style images, folder:PATH")
+        if not (self.styles.startswith("folder:") or self.styles.startswith("tfds:")):
+            raise ValueError(f"--styles must be folder:PATH (or tfds:NAME), got {self.styles!r}")
+        if self.encoder not in ("vgg16", "vgg19"):
+            raise ValueError(f"--encoder must be vgg16 or vgg19, got {self.encoder!r}")
+        # A multiple of 8: the decoder's output is then the crop's size (three poolings).
+        if self.image_size < 16 or self.image_size % 8:
+            raise ValueError("--image-size must be a multiple of 8, at least 16")
+        if self.load_size < self.image_size:
+            raise ValueError(
+                f"--load-size ({self.load_size}) must be >= --image-size ({self.image_size})"
+            )
+        for name in ("batch_size", "steps", "checkpoint_every", "preview_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+        _check_nonnegative(self, ("content_weight", "style_weight", "lr_decay"))
+        if self.lr <= 0:
+            raise ValueError("--lr must be positive")

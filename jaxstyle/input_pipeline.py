@@ -8,8 +8,9 @@ Two sources, both giving ``{"image": uint8 [B, S, S, 3]}`` batches forever:
   through :func:`jaxstyle.images.load_image` (EXIF orientation, grayscale/palette/RGBA/CMYK/16-bit
   to RGB, decompression-bomb guard); unreadable files are skipped, logged once and counted.
 
-Each image is resized so its short side is ``image_size`` (bilinear with antialiasing, so both
-shrinking and enlarging are smooth) and cropped to ``image_size`` squared: a random crop seeded
+Each image is resized so its short side is ``image_size`` (or ``load_size``, when given: AdaIN
+crops 256 px from 512 px images; bilinear with antialiasing, so both shrinking and enlarging are
+smooth) and cropped to ``image_size`` squared: a random crop seeded
 by ``(seed, element index)`` as in Johnson et al., or a centre crop. The order is the usual one
 (flax ``examples/imagenet``): shard -> shuffle -> repeat -> map -> filter -> batch -> prefetch,
 and two datasets built with the same arguments yield the same batches.
@@ -124,6 +125,7 @@ def make_dataset(
     num_shards: int = 1,
     shard_index: int = 0,
     random_crop: bool = True,
+    load_size: int | None = None,
 ) -> tuple[tf.data.Dataset, SkipCounter]:
     """Builds the endless, deterministic dataset of square content crops.
 
@@ -139,6 +141,8 @@ def make_dataset(
         num_shards: number of hosts reading disjoint parts of the data.
         shard_index: this host's part, in ``[0, num_shards)``.
         random_crop: random crops (training); ``False`` takes the centre crop.
+        load_size: the short side each image is resized to before the crop (AdaIN training:
+            256 px crops of 512 px images); ``None``: ``image_size``.
 
     Returns:
         ``(dataset, skipped)``: the dataset of ``{"image": uint8 [batch_size, S, S, 3]}`` and
@@ -152,6 +156,8 @@ def make_dataset(
     """
     if image_size < 1 or batch_size < 1:
         raise ValueError(f"image_size and batch_size must be >= 1, got {image_size}, {batch_size}")
+    if load_size is not None and load_size < image_size:
+        raise ValueError(f"load_size {load_size} is smaller than image_size {image_size}")
     if num_shards < 1 or not 0 <= shard_index < num_shards:
         raise ValueError(f"need 0 <= shard_index < num_shards, got {shard_index}, {num_shards}")
     kind, _, arg = source.partition(":")
@@ -177,7 +183,7 @@ def make_dataset(
     ds = ds.repeat().enumerate()
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.filter(lambda index, image, ok: ok)
-    crop = _cropper(tf, image_size, seed, random_crop)
+    crop = _cropper(tf, image_size, seed, random_crop, load_size or image_size)
     ds = ds.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=True)
     ds = ds.prefetch(tf.data.AUTOTUNE)
@@ -186,6 +192,20 @@ def make_dataset(
     options.deterministic = True
     ds = ds.with_options(options)
     return ds, skipped
+
+
+def check_source(source: str) -> None:
+    """Checks a source before any work: its form, and that a ``folder:`` holds image files
+    (whether they decode is found when they are read). TFDS sources are checked when loaded.
+
+    Raises:
+        DataError: naming the source and what is wrong.
+    """
+    kind, _, arg = source.partition(":")
+    if kind not in ("tfds", "folder") or not arg:
+        raise DataError(f"unknown data source {source!r}: use tfds:coco/2014 or folder:PATH")
+    if kind == "folder":
+        _list_images(Path(arg).expanduser(), 1, 0)
 
 
 class NumpyBatches:
@@ -300,15 +320,16 @@ def _tfds_decoder(tf: Any) -> Any:
     return decode
 
 
-def _cropper(tf: Any, size: int, seed: int, random_crop: bool) -> Any:
-    """``(index, image, ok) -> {"image": uint8 [size, size, 3]}``: short side to size, crop."""
+def _cropper(tf: Any, size: int, seed: int, random_crop: bool, load: int) -> Any:
+    """``(index, image, ok) -> {"image": uint8 [size, size, 3]}``: short side to ``load``, crop
+    ``size``."""
 
     def crop(index: Any, image: Any, ok: Any) -> dict[str, Any]:
         del ok
         hw = tf.cast(tf.shape(image)[:2], tf.float32)
-        scale = size / tf.reduce_min(hw)
-        # max() guards the short side against rounding below `size`.
-        new_hw = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), size)
+        scale = load / tf.reduce_min(hw)
+        # max() guards the short side against rounding below `load`.
+        new_hw = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), load)
         image = tf.image.resize(image, new_hw, method="bilinear", antialias=True)
         if random_crop:
             image = tf.image.stateless_random_crop(
