@@ -540,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p, TrainConfig)
     p.set_defaults(func=cmd_train)
 
+    _add_train_adain_parser(sub)
     _add_feed_forward_parsers(sub)
     _add_weights_parser(sub)
     return parser
@@ -600,6 +601,52 @@ def _add_weights_parser(sub) -> None:
     # and refuses a bare `weights verify` (Python <= 3.12); names are checked in cmd_weights.
     v.add_argument("names", nargs="*", metavar="{vgg16,vgg19}", help="default: every cached file")
     p.set_defaults(func=cmd_weights)
+
+
+# ---------------------------------------------------------------------------------------------
+# train-adain.
+
+
+def cmd_train_adain(args: argparse.Namespace) -> int:
+    from jaxstyle import input_pipeline, train, train_adain
+    from jaxstyle.configs import AdainTrainConfig
+    from jaxstyle.weights import load_vgg
+
+    cfg = config_from_args(AdainTrainConfig, args)
+    cfg.validate()
+    for flag, source in (("--data", cfg.data), ("--styles", cfg.styles)):
+        try:  # a missing or empty folder fails before any work
+            input_pipeline.check_source(source)
+        except input_pipeline.DataError as e:
+            raise UsageError(f"{flag}: {e}") from None
+    train.prepare_workdir(args.workdir)  # ... and so does an unwritable workdir
+    enable_compile_cache()
+    vgg = load_vgg(cfg.encoder, "max", args.weights, progress=not args.quiet)
+    last = train_adain.train_and_evaluate(cfg, args.workdir, vgg, progress=not args.quiet)
+    if not args.quiet:
+        print(f"{args.workdir}: step {last['step']}", file=sys.stderr)
+    return 130 if last.get("interrupted") else 0
+
+
+def _add_train_adain_parser(sub) -> None:
+    from jaxstyle.configs import AdainTrainConfig
+
+    p = sub.add_parser(
+        "train-adain",
+        help="train an AdaIN decoder for arbitrary styles (Huang & Belongie)",
+        description="Train the decoder of an AdaIN network (frozen VGG encoder up to relu4_1) on "
+        "content images (--data) and style images (--styles folder:PATH). Rerunning the same "
+        "command in the same --workdir resumes.",
+    )
+    p.add_argument("--workdir", required=True, help="checkpoints, metrics, previews")
+    p.add_argument(
+        "--weights",
+        help="weights of the --encoder VGG, any format weights_convert reads (default: the "
+        "cached ones, fetched on first use)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true")
+    add_config_flags(p, AdainTrainConfig)
+    p.set_defaults(func=cmd_train_adain)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
