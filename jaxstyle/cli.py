@@ -7,12 +7,14 @@ exit with status 2; nothing is overwritten or half-written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from jaxstyle.configs import GatysConfig, TrainConfig, add_config_flags, config_from_args
 
@@ -291,26 +293,71 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(TrainConfig, args)
     cfg.validate()
-    imlib.image_shape(args.style)  # fail before any work when the style image is bad
+    styles = _train_styles(args)
+    for style in styles:
+        imlib.image_shape(style)  # fail before any work when a style image is bad
     train.prepare_workdir(args.workdir)  # ... or when the workdir cannot be written
     enable_compile_cache()
     vgg = load_vgg("vgg16", "max", args.weights, progress=not args.quiet)
-    last = train.train_and_evaluate(cfg, args.workdir, args.style, vgg, progress=not args.quiet)
+    last = train.train_and_evaluate(
+        cfg, args.workdir, styles, vgg, base=args.base, progress=not args.quiet
+    )
     if not args.quiet:
         print(f"{args.workdir}: step {last['step']}", file=sys.stderr)
     return 130 if last.get("interrupted") else 0
+
+
+def _train_styles(args: argparse.Namespace) -> list[str]:
+    """The style images a ``train`` run learns: STYLE..., or --finetune-styles with --base."""
+    from jaxstyle import models
+
+    if args.finetune_styles:
+        if args.styles:
+            raise UsageError("give either STYLE images or --finetune-styles (with --base)")
+        if not args.base:
+            raise UsageError("--finetune-styles needs --base: the trained network to extend")
+        kind = models.model_kind(args.base)
+        if kind not in ("johnson", "multistyle"):
+            raise UsageError(f"{args.base}: --base must be a style network, not an {kind} model")
+        return args.finetune_styles
+    if args.base:
+        raise UsageError("--base is for fine-tuning: give the new styles with --finetune-styles")
+    if not args.styles:
+        raise UsageError("give the style image(s) to train on")
+    if len(set(map(Path, args.styles))) != len(args.styles):
+        raise UsageError("a style image is given twice")
+    return args.styles
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from jaxstyle import fileio, models, train
 
     out = Path(args.output)
-    fileio.refuse_overwriting_inputs([out], [args.workdir])
+    workdir = Path(args.workdir)
+    fileio.refuse_overwriting_inputs([out], [workdir])
     fileio.check_writable(out)
-    params, ncfg, saved = train.restore_params(args.workdir)
-    meta = {"style": saved.get("style", ""), "steps": saved["step"], "source": str(args.workdir)}
+    if not workdir.is_dir():
+        raise UsageError(f"{workdir}: not a training workdir (export writes a workdir's network)")
+    kind = models.workdir_kind(workdir)
+    if kind == "adain":
+        from jaxstyle import train_adain
+
+        train_adain.export(workdir, out)
+        print(f"wrote {out}", file=sys.stderr)
+        return 0
+    params, ncfg, saved = train.restore_params(workdir)
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    meta = {
+        "steps": saved["step"],
+        "source": str(workdir.resolve()),
+        "training": json.dumps({k: saved[k] for k in fields if k in saved}),
+    }
+    if ncfg.num_styles > 1:
+        meta["styles"] = json.dumps(saved["styles"])
+    else:
+        meta["style"] = saved.get("style", "")
     models.save_model(out, params, ncfg, meta)
-    print(f"wrote {out} (step {saved['step']})", file=sys.stderr)
+    print(f"wrote {out} ({kind}, step {saved['step']})", file=sys.stderr)
     return 0
 
 
@@ -367,8 +414,22 @@ def _parse_style_weights(text: str | None, n: int) -> list[float] | None:
     return values
 
 
+#: apply's flags that only multi-style networks take.
+MULTISTYLE_FLAGS = (("--style-index", "style_index"), ("--style-mix", "style_mix"))
+
+
 def _check_apply_flags(args: argparse.Namespace, kind: str) -> None:
     """Refuses, before any work, a flag that does not fit the model's kind or a bad number."""
+    if kind != "multistyle":
+        for flag, dest in MULTISTYLE_FLAGS:
+            if getattr(args, dest) is not None:
+                raise UsageError(
+                    f"{flag} is for multi-style networks; {args.model} is a {kind} model"
+                )
+    elif (args.style_index is None) == (args.style_mix is None):
+        raise UsageError(
+            f"{args.model} is a multi-style network: give --style-index or --style-mix"
+        )
     if kind != "adain":
         for flag, dest in ADAIN_FLAGS:
             if getattr(args, dest) is not None:
@@ -381,6 +442,29 @@ def _check_apply_flags(args: argparse.Namespace, kind: str) -> None:
     if args.style_size is not None and args.style_size < 0:
         raise UsageError(f"--style-size must be >= 0, got {args.style_size}")
     _parse_style_weights(args.style_weights, len(args.style))
+
+
+def _style_vector(args: argparse.Namespace, ncfg, meta) -> Any:
+    """A multi-style network's style weights from --style-index or --style-mix."""
+    from jaxstyle import models
+    from jaxstyle.nets.transformer_net import style_vector
+
+    if ncfg.num_styles == 1:
+        return None
+    names = models.style_names(meta)
+    listing = ", ".join(f"{i} {n}" for i, n in enumerate(names))
+    mix = None
+    if args.style_mix is not None:
+        try:
+            mix = [float(v) for v in args.style_mix.split(",")]
+        except ValueError:
+            raise UsageError(
+                f"--style-mix: not comma-separated numbers: {args.style_mix!r}"
+            ) from None
+    try:
+        return style_vector(ncfg.num_styles, args.style_index, mix)
+    except ValueError as e:
+        raise UsageError(f"{e}; {args.model} has styles {listing}") from None
 
 
 def _check_adain_sizes(files) -> None:
@@ -427,7 +511,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
         _check_apply_memory([*files, *style_files], 1, 1)
     else:
         _check_apply_memory(files, args.batch_size, max(4, args.bucket))
-    _, params, ncfg, _ = inference.load_any(args.model)
+    _, params, ncfg, meta = inference.load_any(args.model)
+    style = _style_vector(args, ncfg, meta) if kind == "multistyle" else None
     bar = tqdm(total=len(files), unit="img", disable=args.quiet, desc="apply")
 
     def done(i: int, image) -> None:
@@ -441,11 +526,19 @@ def cmd_apply(args: argparse.Namespace) -> int:
             [inference.load_style(p, style_size) for p in styles],
             alpha=1.0 if args.alpha is None else args.alpha,
             style_weights=_parse_style_weights(args.style_weights, len(styles)),
+            preserve_colors=args.preserve_colors,
             on_done=done,
         )
     else:
         inference.apply_images(
-            params, ncfg, files, batch_size=args.batch_size, bucket=args.bucket, on_done=done
+            params,
+            ncfg,
+            files,
+            batch_size=args.batch_size,
+            bucket=args.bucket,
+            style=style,
+            preserve_colors=args.preserve_colors,
+            on_done=done,
         )
     bar.close()
     return 0
@@ -529,12 +622,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train",
-        help="train a feed-forward network for one style (Johnson et al.)",
+        help="train a feed-forward network for one or several styles (Johnson et al.; "
+        "Dumoulin et al.)",
         description="Train a transformation network on content images with VGG16 perceptual "
-        "losses. Rerunning the same command in the same --workdir resumes.",
+        "losses: one style, or several in one network with a (gamma, beta) row per style. "
+        "Rerunning the same command in the same --workdir resumes.",
     )
-    p.add_argument("style", metavar="STYLE", help="the style image")
+    p.add_argument(
+        "styles",
+        nargs="*",
+        metavar="STYLE",
+        help="the style image; several train one multi-style network (conditional instance norm)",
+    )
     p.add_argument("--workdir", required=True, help="checkpoints, metrics, previews")
+    p.add_argument(
+        "--finetune-styles",
+        nargs="+",
+        metavar="NEW",
+        help="add these styles to the network --base, training only their (gamma, beta) rows",
+    )
+    p.add_argument(
+        "--base", metavar="MODEL", help="the trained network (workdir or file) to extend"
+    )
     p.add_argument("--weights", help="VGG16 weights file")
     p.add_argument("-q", "--quiet", action="store_true")
     add_config_flags(p, TrainConfig)
@@ -565,6 +674,21 @@ def _add_feed_forward_parsers(sub) -> None:
         default=64,
         help="pad sizes up to a multiple of this, one compile per bucket; the padding does not "
         "change any output (default: %(default)s)",
+    )
+    p.add_argument(
+        "--preserve-colors",
+        default="none",
+        choices=("none", "luminance", "histogram"),
+        help="keep the content's colours: luminance (YIQ chrominance of the content), "
+        "histogram (output recoloured to the content's colour statistics; AdaIN recolours the "
+        "style images instead) (default: %(default)s)",
+    )
+    multi = p.add_argument_group("multi-style networks")
+    multi.add_argument("--style-index", type=int, metavar="K", help="the style to apply (0-based)")
+    multi.add_argument(
+        "--style-mix",
+        metavar="W0,W1,...",
+        help="blend the styles' (gamma, beta) rows: one weight >= 0 per style, normalised to sum 1",
     )
     adain = p.add_argument_group("AdaIN models (arbitrary style)")
     adain.add_argument("--style", nargs="+", metavar="STYLE", help="style image(s)")

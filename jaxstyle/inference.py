@@ -18,14 +18,22 @@ from jaxstyle.nets.transformer_net import NetConfig, TransformerNet
 def load_any(model: str | Path) -> tuple[str, Any, NetConfig | None, dict[str, Any]]:
     """Kind, parameters, architecture and metadata from a training workdir or a model file.
 
-    See :func:`jaxstyle.models.load_model`; a workdir holds a ``johnson`` network.
+    See :func:`jaxstyle.models.load_model`; a workdir's kind is in its ``config.json``.
     """
-    from jaxstyle import models, train
+    from jaxstyle import models
 
     path = Path(model)
-    if path.is_dir():
-        return ("johnson", *train.restore_params(path))
-    return models.load_model(path)
+    if not path.is_dir():
+        return models.load_model(path)
+    kind = models.workdir_kind(path)
+    if kind == "adain":
+        from jaxstyle import train_adain
+
+        params, meta = train_adain.restore_params(path)
+        return kind, params, None, meta
+    from jaxstyle import train
+
+    return (kind, *train.restore_params(path))
 
 
 def _pad_to(image: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -41,6 +49,36 @@ def _pixels(image: np.ndarray | ImageFile) -> np.ndarray:
     return image.load() if isinstance(image, ImageFile) else image
 
 
+#: ``preserve_colors`` modes of the feed-forward models (``stylize`` has the same names).
+PRESERVE_COLORS = ("none", "luminance", "histogram")
+
+
+def _check_preserve(mode: str) -> None:
+    if mode not in PRESERVE_COLORS:
+        raise ValueError(f"preserve_colors must be one of {PRESERVE_COLORS}, got {mode!r}")
+
+
+def keep_colors(output: np.ndarray, content: np.ndarray, mode: str) -> np.ndarray:
+    """A feed-forward output with the content's colours (``mode`` as ``stylize``'s
+    ``--preserve-colors``):
+
+    * ``luminance``: the output's luminance with the content's chrominance (YIQ), as stylize;
+    * ``histogram``: the output recoloured to the content's RGB mean and covariance. Stylize
+      recolours the style image before optimising; a network's style is fixed in its weights,
+      so its output is recoloured instead (AdaIN models recolour their style images, see
+      :func:`apply_adain`);
+    * ``none``: the output as it is.
+    """
+    from jaxstyle import images as imlib
+
+    _check_preserve(mode)
+    if mode == "luminance":
+        return imlib.transfer_luminance(output, content)
+    if mode == "histogram":
+        return imlib.match_color(output, content)
+    return output
+
+
 def apply_images(
     params: Any,
     config: NetConfig,
@@ -49,6 +87,8 @@ def apply_images(
     batch_size: int = 8,
     bucket: int = 64,
     dtype: Any = jnp.float32,
+    style: np.ndarray | None = None,
+    preserve_colors: str = "none",
     on_done: Callable[[int, np.ndarray], None] | None = None,
 ) -> list[np.ndarray]:
     """Stylises HWC [0, 1] images of any sizes.
@@ -62,15 +102,20 @@ def apply_images(
     Args:
         images: arrays, or :class:`~jaxstyle.images.ImageFile` s, which are decoded one batch
             at a time (their shapes come from the headers), so a folder never sits in memory.
+        style: a multi-style network's style weights, the same for every image
+            (:func:`~jaxstyle.nets.transformer_net.style_vector`); ``None`` for one style.
+        preserve_colors: see :func:`keep_colors`.
         on_done: called as ``on_done(index, output)`` as each image finishes; outputs are then
             handed over and not kept (the returned list holds ``None``).
 
     Returns:
         Outputs in input order, each the size of its input (without ``on_done``).
     """
+    _check_preserve(preserve_colors)
     bucket = max(4, int(bucket))
     net = TransformerNet(config, dtype)
-    fn = jax.jit(lambda p, x, valid: jnp.clip(net.apply({"params": p}, x, valid), 0, 1))
+    fn = jax.jit(lambda p, x, valid, s: jnp.clip(net.apply({"params": p}, x, valid, s), 0, 1))
+    style = None if style is None else jnp.asarray(style, jnp.float32)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, img in enumerate(images):
         h, w = img.shape[:2]
@@ -87,13 +132,14 @@ def apply_images(
             batch += [batch[-1]] * (n - len(batch))  # fixed batch size: one program per bucket
             valid += [valid[-1]] * (n - len(valid))
             x = jnp.asarray(np.stack(batch).astype(np.float32))
-            y = np.asarray(fn(params, x, jnp.asarray(valid, jnp.int32)))
+            y = np.asarray(fn(params, x, jnp.asarray(valid, jnp.int32), style))
             for j, i in enumerate(chunk):
                 ih, iw = pixels[j].shape[:2]
+                image = keep_colors(y[j, :ih, :iw], pixels[j], preserve_colors)
                 if on_done is None:
-                    out[i] = y[j, :ih, :iw]
+                    out[i] = image
                 else:
-                    on_done(i, y[j, :ih, :iw])
+                    on_done(i, image)
     return out
 
 
@@ -115,26 +161,41 @@ def apply_adain(
     *,
     alpha: float = 1.0,
     style_weights: Sequence[float] | None = None,
+    preserve_colors: str = "none",
     on_done: Callable[[int, np.ndarray], None] | None = None,
 ) -> list[np.ndarray]:
     """Stylises HWC [0, 1] images with an AdaIN network (:mod:`jaxstyle.nets.adain`).
 
-    Each style is encoded once. Each image runs alone (batch 1, no padding): AdaIN takes the
-    whole image's feature statistics, which padding would change. One program is compiled per
-    image size. Arguments and return value as :func:`apply_images`; ``styles`` are HWC arrays.
+    Each style is encoded once; with ``preserve_colors="histogram"`` each style is instead
+    recoloured to each content image's RGB mean and covariance and encoded per image (as the
+    AdaIN reference's ``--preserve_color`` and stylize's histogram mode); ``"luminance"``
+    post-processes as :func:`keep_colors`. Each image runs alone (batch 1, no padding): AdaIN
+    takes the whole image's feature statistics, which padding would change. One program is
+    compiled per image size. Arguments and return value as :func:`apply_images`; ``styles``
+    are HWC arrays.
 
     Raises:
         ValueError: ``alpha`` outside [0, 1] or bad ``style_weights``.
     """
+    from jaxstyle import images as imlib
     from jaxstyle.nets import adain
 
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    mean, std = adain.weighted_stats(params, styles, style_weights)
+    _check_preserve(preserve_colors)
+    recolour = preserve_colors == "histogram"
+    if not recolour:
+        mean, std = adain.weighted_stats(params, styles, style_weights)
     out: list[np.ndarray | None] = [None] * len(images)
     for i, img in enumerate(images):
-        x = _pixels(img)[None].astype(np.float32)
+        content = _pixels(img)
+        if recolour:
+            own = [imlib.match_color(s, content) for s in styles]
+            mean, std = adain.weighted_stats(params, own, style_weights)
+        x = content[None].astype(np.float32)
         y = np.asarray(adain.stylize_with_stats(params, x, mean, std, jnp.float32(alpha)))[0]
+        if preserve_colors == "luminance":
+            y = keep_colors(y, content, "luminance")
         if on_done is None:
             out[i] = y
         else:

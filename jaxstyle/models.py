@@ -7,6 +7,10 @@ steps, source file). Kinds:
 
 * ``johnson``: a single-style transformation network, format ``jaxstyle-johnson/1``, the
   architecture in :meth:`jaxstyle.nets.transformer_net.NetConfig.to_meta`;
+* ``multistyle``: a transformation network with conditional instance norm, one (gamma, beta)
+  row per style, format ``jaxstyle-model/1``: the architecture as ``johnson`` plus
+  ``num_styles``, ``styles`` (a JSON list: each row's style image) and ``training`` (a JSON
+  object: the training settings);
 * ``adain``: an arbitrary-style AdaIN network (:mod:`jaxstyle.nets.adain`), format
   ``jaxstyle-model/1``; its architecture is ``encoder`` (``vgg19`` or ``vgg16``; absent, as in
   converted files written before it existed: ``vgg19``), which fixes the layout.
@@ -14,6 +18,7 @@ steps, source file). Kinds:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +31,7 @@ from jaxstyle.nets.transformer_net import NetConfig, init_params
 FORMAT = "jaxstyle-johnson/1"
 #: The format of model kinds other than ``johnson`` (whose format string predates kinds).
 MODEL_FORMAT = "jaxstyle-model/1"
-KINDS = ("johnson", "adain")
+KINDS = ("johnson", "multistyle", "adain")
 
 
 class ModelError(Exception):
@@ -36,14 +41,16 @@ class ModelError(Exception):
 def save_model(
     path: str | Path, params: Any, config: NetConfig, meta: dict[str, str] | None = None
 ) -> Path:
-    """Writes ``params`` of a network with architecture ``config`` atomically."""
+    """Writes ``params`` of a network with architecture ``config`` atomically: a ``johnson``
+    file for one style, a ``multistyle`` one for several."""
     from safetensors.numpy import save_file
 
     flat = traverse_util.flatten_dict(params, sep=".")
     tensors = {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in flat.items()}
     metadata = {**{k: str(v) for k, v in (meta or {}).items()}, **config.to_meta()}
-    metadata["format"] = FORMAT
-    metadata["kind"] = "johnson"
+    multi = config.num_styles > 1
+    metadata["format"] = MODEL_FORMAT if multi else FORMAT
+    metadata["kind"] = "multistyle" if multi else "johnson"
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return Path(path)
@@ -128,6 +135,10 @@ def load_model(path: str | Path) -> tuple[str, dict, NetConfig | None, dict[str,
         return kind, traverse_util.unflatten_dict(tensors, sep="."), None, meta
     try:
         config = NetConfig.from_meta(meta)
+        if (kind == "multistyle") != (config.num_styles > 1):
+            raise ValueError(f"a {kind} network with num_styles {config.num_styles}")
+        if kind == "multistyle" and len(style_names(meta)) != config.num_styles:
+            raise ValueError(f"{len(style_names(meta))} style names for {config.num_styles} rows")
     except (KeyError, ValueError) as e:
         raise ModelError(f"{path}: bad architecture metadata ({e})") from None
     want = traverse_util.flatten_dict(
@@ -137,9 +148,15 @@ def load_model(path: str | Path) -> tuple[str, dict, NetConfig | None, dict[str,
     return kind, traverse_util.unflatten_dict(tensors, sep="."), config, meta
 
 
+def style_names(meta: dict[str, Any]) -> list[str]:
+    """A multi-style network's style names (file names of its style images), in row order."""
+    styles = meta["styles"]
+    return [Path(s).name for s in (json.loads(styles) if isinstance(styles, str) else styles)]
+
+
 def model_kind(path: str | Path) -> str:
-    """The kind of a model file or training workdir (a workdir trains ``johnson`` networks),
-    from the file's metadata alone, so that flags can be checked before anything is loaded.
+    """The kind of a model file or training workdir, from the file's metadata (or the
+    workdir's ``config.json``) alone, so that flags can be checked before anything is loaded.
 
     Raises:
         ModelError: missing, foreign or unreadable file, or an unknown kind.
@@ -148,7 +165,7 @@ def model_kind(path: str | Path) -> str:
 
     path = Path(path)
     if path.is_dir():
-        return "johnson"
+        return workdir_kind(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such file")
     try:
@@ -157,3 +174,21 @@ def model_kind(path: str | Path) -> str:
     except Exception as e:  # noqa: BLE001 - any decoder failure means a bad file
         raise ModelError(f"{path}: not a readable safetensors file ({e})") from None
     return _kind_of(path, meta)
+
+
+def workdir_kind(workdir: Path) -> str:
+    """What a training workdir trains: its ``config.json`` says ``kind`` (``adain``), lists
+    several ``styles`` (``multistyle``) or one ``style`` (``johnson``).
+
+    Raises:
+        ModelError: no readable ``config.json``.
+    """
+    try:
+        saved = json.loads((workdir / "config.json").read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{workdir}: not a training workdir (no config.json)") from None
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{workdir}/config.json: not readable ({e})") from None
+    if saved.get("kind"):
+        return saved["kind"]
+    return "multistyle" if len(saved.get("styles", ())) > 1 else "johnson"

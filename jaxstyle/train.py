@@ -39,7 +39,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -71,12 +71,69 @@ class TrainState:
     opt_state: Any
 
 
-def net_config(cfg: TrainConfig) -> NetConfig:
-    return dataclasses.replace(PRESETS[cfg.net], upsample=cfg.upsample)
+def net_config(cfg: TrainConfig, num_styles: int = 1) -> NetConfig:
+    return dataclasses.replace(PRESETS[cfg.net], upsample=cfg.upsample, num_styles=num_styles)
 
 
-def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    return optax.adam(cfg.lr)
+def make_optimizer(cfg: TrainConfig, trainable: Any = None) -> optax.GradientTransformation:
+    """Adam; with ``trainable`` (a tree of 0/1 masks shaped like the parameters, see
+    :func:`finetune_mask`) every update is multiplied by the mask, so masked values never move."""
+    if trainable is None:
+        return optax.adam(cfg.lr)
+
+    def update(updates, state, params=None):
+        return jax.tree_util.tree_map(lambda u, m: u * m, updates, trainable), state
+
+    only = optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+    return optax.chain(optax.adam(cfg.lr), only)
+
+
+# ---------------------------------------------------------------------------------------------
+# Several styles in one network (conditional instance norm) and fine-tuning new styles.
+
+
+def _is_style_row(path: tuple[str, ...]) -> bool:
+    """A (conditional) instance norm's scale or bias: the per-style parameters."""
+    return path[-1] in ("scale", "bias") and path[-2].startswith("in")
+
+
+def finetune_mask(ncfg: NetConfig, first_style: int) -> Any:
+    """1.0 on the style rows ``first_style ..`` of every instance norm, 0.0 everywhere else
+    (magenta's image_stylization_finetune trains only the new styles' (gamma, beta))."""
+    shapes = jax.eval_shape(lambda: init_params(ncfg, jax.random.PRNGKey(0)))
+    flat = flax.traverse_util.flatten_dict(shapes)
+    mask = {}
+    for path, spec in flat.items():
+        m = np.zeros(spec.shape, np.float32)
+        if _is_style_row(path):
+            m[first_style:] = 1.0
+        mask[path] = jnp.asarray(m)
+    return flax.traverse_util.unflatten_dict(mask)
+
+
+def add_style_rows(params: Any, ncfg: NetConfig, new: int) -> tuple[Any, NetConfig]:
+    """A network of ``ncfg.num_styles + new`` styles: the old parameters, and every instance
+    norm's table grown by ``new`` rows, each the mean of the old rows (a start that is already
+    a plausible style, so fine-tuning converges faster than from gamma = 1, beta = 0)."""
+    flat = flax.traverse_util.flatten_dict(params)
+    out = {}
+    for path, v in flat.items():
+        v = jnp.asarray(v, jnp.float32)
+        if _is_style_row(path):
+            rows = v if ncfg.num_styles > 1 else v[None]
+            v = jnp.concatenate([rows, jnp.repeat(rows.mean(0, keepdims=True), new, axis=0)])
+        out[path] = v
+    grown = dataclasses.replace(ncfg, num_styles=ncfg.num_styles + new)
+    return flax.traverse_util.unflatten_dict(out), grown
+
+
+def style_names_of(model: str | Path, kind: str, meta: dict[str, Any]) -> list[str]:
+    """The style of each row of a trained network, as recorded by training or export."""
+    if kind == "multistyle":
+        return list(
+            json.loads(meta["styles"]) if isinstance(meta["styles"], str) else meta["styles"]
+        )
+    return [str(meta.get("style") or Path(model).name)]
 
 
 def loss_fn(
@@ -85,26 +142,43 @@ def loss_fn(
     vgg: VGGNet,
     style_grams: dict[str, jax.Array],
     weights: dict[str, jax.Array],
+    style: jax.Array | None = None,
     *,
     net_cfg: NetConfig,
     content_layers: tuple[str, ...],
     style_layers: tuple[str, ...],
     dtype: Any,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Batch-mean perceptual loss of the network's output for ``images`` (float [0, 1])."""
-    y = TransformerNet(net_cfg, dtype).apply({"params": params}, images)
+    """Batch-mean perceptual loss of the network's output for ``images`` (float [0, 1]).
+
+    ``style_grams`` are (C, C) per layer, or (N, C, C) (each image's own style) with ``style``
+    the (N, S) style vectors of a multi-style network.
+    """
+    y = TransformerNet(net_cfg, dtype).apply({"params": params}, images, None, style)
     n = images.shape[0]
     layers = tuple(dict.fromkeys(content_layers + style_layers))
     # One VGG pass over outputs and (constant) inputs together.
     feats = vgg.features(jnp.concatenate([y, jax.lax.stop_gradient(images)]), layers)
     content = sum(jnp.mean(losses.content_loss(feats[l][:n], feats[l][n:])) for l in content_layers)
     style = sum(
-        jnp.mean(losses.style_loss(losses.gram(feats[l][:n]), style_grams[l][None]))
+        jnp.mean(losses.style_loss(losses.gram(feats[l][:n]), _per_image(style_grams[l])))
         for l in style_layers
     )
     tv = jnp.mean(losses.tv_loss(y))
     total = weights["content"] * content + weights["style"] * style + weights["tv"] * tv
     return total, {"content": content, "style": style, "tv": tv, "total": total}
+
+
+def _per_image(grams: jax.Array) -> jax.Array:
+    """(C, C) -> (1, C, C); (N, C, C) stays."""
+    return grams if grams.ndim == 3 else grams[None]
+
+
+def sample_styles(seed: int, step: jax.Array, n: int, styles: tuple[int, int]) -> jax.Array:
+    """A style index in ``[styles[0], styles[1])`` for each of the ``n`` images of the batch of
+    ``step``: a function of the seed and the step alone, so a resumed run draws the same."""
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), step)
+    return jax.random.randint(key, (n,), styles[0], styles[1])
 
 
 def train_step(
@@ -119,9 +193,23 @@ def train_step(
     content_layers: tuple[str, ...],
     style_layers: tuple[str, ...],
     dtype: Any,
+    seed: int = 0,
+    styles: tuple[int, int] | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One Adam step on a uint8 NHWC batch; returns the new state and the loss terms."""
+    """One Adam step on a uint8 NHWC batch; returns the new state and the loss terms.
+
+    Multi-style networks: ``style_grams`` are (S, C, C) per layer, and each image of the batch
+    gets a style of its own, drawn from ``styles`` (a range of style indices: all of them, or
+    the new ones when fine-tuning) by :func:`sample_styles`. Per image rather than one style
+    per batch: every step then moves the shared weights towards several styles at once instead
+    of pulling them towards one style per step.
+    """
     images = batch.astype(jnp.float32) / 255.0
+    style = None
+    if net_cfg.num_styles > 1:
+        idx = sample_styles(seed, state.step, images.shape[0], styles or (0, net_cfg.num_styles))
+        style = jax.nn.one_hot(idx, net_cfg.num_styles, dtype=jnp.float32)
+        style_grams = {k: g[idx] for k, g in style_grams.items()}
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (_, terms), grads = grad_fn(
         state.params,
@@ -129,6 +217,7 @@ def train_step(
         vgg,
         style_grams,
         weights,
+        style,
         net_cfg=net_cfg,
         content_layers=content_layers,
         style_layers=style_layers,
@@ -139,12 +228,24 @@ def train_step(
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), terms
 
 
-def make_train_step(cfg: TrainConfig, tx: optax.GradientTransformation) -> Callable:
-    """``train_step`` with its static settings bound, jitted once with the state donated."""
+def make_train_step(
+    cfg: TrainConfig,
+    tx: optax.GradientTransformation,
+    ncfg: NetConfig | None = None,
+    first_style: int = 0,
+) -> Callable:
+    """``train_step`` with its static settings bound, jitted once with the state donated.
+
+    ``ncfg``: the architecture (default: ``cfg``'s, one style); ``first_style``: the first
+    style trained (fine-tuning trains the styles from there on).
+    """
+    ncfg = ncfg or net_config(cfg)
     step = functools.partial(
         train_step,
         tx=tx,
-        net_cfg=net_config(cfg),
+        net_cfg=ncfg,
+        seed=cfg.seed,
+        styles=(first_style, ncfg.num_styles),
         content_layers=tuple(cfg.content_layers),
         style_layers=tuple(cfg.style_layers),
         dtype=jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32,
@@ -152,9 +253,16 @@ def make_train_step(cfg: TrainConfig, tx: optax.GradientTransformation) -> Calla
     return jax.jit(step, donate_argnums=0)
 
 
-def create_train_state(cfg: TrainConfig, tx: optax.GradientTransformation) -> TrainState:
-    """Step 0: the network's initial parameters (seeded by ``cfg.seed``) and Adam's state."""
-    params = init_params(net_config(cfg), jax.random.PRNGKey(cfg.seed))
+def create_train_state(
+    cfg: TrainConfig,
+    tx: optax.GradientTransformation,
+    ncfg: NetConfig | None = None,
+    params: Any = None,
+) -> TrainState:
+    """Step 0: the network's initial parameters (seeded by ``cfg.seed``; or ``params``, the
+    grown network being fine-tuned) and Adam's state."""
+    if params is None:
+        params = init_params(ncfg or net_config(cfg), jax.random.PRNGKey(cfg.seed))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
@@ -169,6 +277,14 @@ def style_grams(
     """The Gram matrix of a float HW3 style image at each of ``layers`` (no batch axis)."""
     feats = vgg.features(jnp.asarray(style)[None], tuple(layers))
     return {k: losses.gram(v)[0] for k, v in feats.items()}
+
+
+def stacked_style_grams(
+    vgg: VGGNet, styles: list[np.ndarray], layers: tuple[str, ...]
+) -> dict[str, jax.Array]:
+    """(S, C, C) per layer: the Grams of each style image (each of its own size)."""
+    each = [style_grams(vgg, s, layers) for s in styles]
+    return {k: jnp.stack([g[k] for g in each]) for k in layers}
 
 
 @jax.jit
@@ -256,8 +372,57 @@ def prepare_workdir(workdir: str | Path) -> Path:
     return workdir
 
 
-def _config_json(cfg: TrainConfig, style_path: str) -> dict[str, Any]:
-    return {"style": str(Path(style_path).resolve()), **dataclasses.asdict(cfg)}
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What a training run makes: the architecture, each style row's name (an image path for
+    the styles trained here), and, when fine-tuning, the base network and its first new row."""
+
+    ncfg: NetConfig
+    styles: tuple[str, ...]
+    base: str | None = None
+    first_style: int = 0
+
+    @property
+    def trained_styles(self) -> tuple[str, ...]:
+        return self.styles[self.first_style :]
+
+
+def plan_run(
+    cfg: TrainConfig, styles: Sequence[str], base: str | Path | None = None
+) -> tuple[Run, Any]:
+    """The :class:`Run` for ``styles`` (new styles when fine-tuning ``base``, a workdir or a
+    model file of a single- or multi-style network) and the grown base parameters (or None).
+
+    Raises:
+        TrainError: a base that is not a Johnson network.
+    """
+    paths = tuple(str(Path(p).resolve()) for p in styles)
+    if base is None:
+        return Run(net_config(cfg, len(paths)), paths), None
+    from jaxstyle import inference, models
+
+    try:
+        kind, params, ncfg, meta = inference.load_any(base)
+    except models.ModelError as e:
+        raise TrainError(str(e)) from None
+    if kind not in ("johnson", "multistyle"):
+        raise TrainError(f"{base}: --base must be a style network, not an {kind} model")
+    names = style_names_of(base, kind, meta)
+    params, grown = add_style_rows(params, ncfg, len(paths))
+    run = Run(grown, (*names, *paths), str(Path(base).resolve()), len(names))
+    return run, params
+
+
+def _config_json(cfg: TrainConfig, run: Run) -> dict[str, Any]:
+    if run.ncfg.num_styles == 1:  # the format of single-style workdirs, unchanged
+        return {"style": run.styles[0], **dataclasses.asdict(cfg)}
+    finetune = None if run.base is None else {"base": run.base, "first_style": run.first_style}
+    return {
+        "styles": list(run.styles),
+        "net_config": run.ncfg.to_meta(),
+        "finetune": finetune,
+        **dataclasses.asdict(cfg),
+    }
 
 
 def _check_workdir_config(workdir: Path, current: dict[str, Any]) -> None:
@@ -423,23 +588,41 @@ def _truncate_metrics(path: Path, step: int) -> None:
         tmp.write_text("".join(line + "\n" for line in keep))
 
 
+#: Previews of multi-style networks show at most this many styles (the first ones trained).
+PREVIEW_STYLES = 8
+
+
 def _previewer(
-    folder: Path, ncfg: NetConfig, validation: list[np.ndarray], replicated: NamedSharding
+    folder: Path,
+    ncfg: NetConfig,
+    validation: list[np.ndarray],
+    replicated: NamedSharding,
+    first_style: int = 0,
 ) -> Callable[[int, TrainState], None]:
-    """``(step, state) -> None`` saving the validation images above their stylised versions."""
+    """``(step, state) -> None`` saving the validation images above their stylised versions:
+    one row per style trained (up to :data:`PREVIEW_STYLES`)."""
     from jaxstyle import images as imlib
 
     apply = jax.jit(
-        lambda p, x: TransformerNet(ncfg).apply({"params": p}, x), out_shardings=replicated
+        lambda p, x, s: TransformerNet(ncfg).apply({"params": p}, x, None, s),
+        out_shardings=replicated,
     )
     x = np.stack(validation).astype(np.float32)
     top = np.concatenate(list(x), axis=1)
+    if ncfg.num_styles == 1:
+        styles = [None]
+    else:
+        rows = range(first_style, min(ncfg.num_styles, first_style + PREVIEW_STYLES))
+        styles = [np.eye(ncfg.num_styles, dtype=np.float32)[k] for k in rows]
 
     def save(step: int, state: TrainState) -> None:
-        y = np.clip(np.asarray(apply(state.params, jnp.asarray(x))), 0, 1)
+        grid = [top]
+        for s in styles:
+            y = np.clip(np.asarray(apply(state.params, jnp.asarray(x), s)), 0, 1)
+            grid.append(np.concatenate(list(y), axis=1))
         path = folder / f"step_{step:06d}.png"
         with _writing(path):
-            imlib.save_image(path, np.concatenate([top, np.concatenate(list(y), axis=1)]))
+            imlib.save_image(path, np.concatenate(grid))
 
     return save
 
@@ -593,16 +776,42 @@ def train_loop(
     return {**last, "compile_seconds": t_compile, "interrupted": interrupt.requested}
 
 
+def _style_targets(cfg: TrainConfig, run: Run, vgg: VGGNet) -> dict[str, jax.Array]:
+    """The Gram targets: (C, C) per layer for one style; (S, C, C) for several, with zeros
+    in the rows of a base network's styles (fine-tuning never draws them)."""
+    from jaxstyle import images as imlib
+
+    def grams(path: str) -> dict[str, jax.Array]:
+        image = imlib.resize_long_side(imlib.load_image(path), cfg.style_size)
+        return style_grams(vgg, image, cfg.style_layers)
+
+    if run.ncfg.num_styles == 1:
+        return grams(run.styles[0])
+    trained = [grams(p) for p in run.trained_styles]
+    zeros = {k: jnp.zeros_like(v) for k, v in trained[0].items()}
+    rows = [zeros] * run.first_style + trained
+    return {k: jnp.stack([r[k] for r in rows]) for k in cfg.style_layers}
+
+
 def train_and_evaluate(
-    cfg: TrainConfig, workdir: str | Path, style_path: str, vgg: VGGNet, *, progress: bool = True
+    cfg: TrainConfig,
+    workdir: str | Path,
+    styles: str | Sequence[str],
+    vgg: VGGNet,
+    *,
+    base: str | Path | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Trains (or resumes) in ``workdir``; returns the last metrics record.
 
     Args:
         cfg: settings.
         workdir: checkpoints, ``config.json``, ``metrics.jsonl``, TensorBoard events, previews.
-        style_path: the style image.
+        styles: the style image, or several: one multi-style network learns them all (each
+            image of a batch draws its style, see :func:`train_step`).
         vgg: the VGG16 loss network.
+        base: fine-tune: a trained network (workdir or model file) to which ``styles`` are
+            added as new rows; only those rows are trained.
         progress: show a progress bar.
 
     Returns:
@@ -610,22 +819,22 @@ def train_and_evaluate(
         ``interrupted``; only ``step`` when ``workdir`` had already trained ``cfg.steps``.
 
     Raises:
-        TrainError: unwritable workdir, other settings in it, or a loss that became non-finite.
+        TrainError: unwritable workdir, other settings in it, a bad base network, or a loss
+            that became non-finite.
         DataError: the data cannot be read (nothing is written in ``workdir`` then).
     """
-    from jaxstyle import images as imlib
-
     cfg.validate()
     maybe_initialize_distributed()
     workdir = prepare_workdir(workdir)
-    meta = _config_json(cfg, style_path)
-    style = imlib.resize_long_side(imlib.load_image(style_path), cfg.style_size)
+    run, base_params = plan_run(cfg, [styles] if isinstance(styles, (str, Path)) else styles, base)
+    meta = _config_json(cfg, run)
     shardings = make_shardings(cfg.batch_size)
-    tx = make_optimizer(cfg)
+    tx = make_optimizer(cfg, finetune_mask(run.ncfg, run.first_style) if base else None)
     with Checkpoints(workdir / "checkpoints") as ckpts:
         if ckpts.latest_step() is not None:  # settings matter only when resuming
             _check_workdir_config(workdir, meta)
-        state, start = restore_or_init(ckpts, create_train_state(cfg, tx))
+        initial = create_train_state(cfg, tx, run.ncfg, base_params)
+        state, start = restore_or_init(ckpts, initial)
         if start >= cfg.steps:
             print(
                 f"{workdir}: already trained {start} steps (--steps {cfg.steps})",
@@ -637,9 +846,13 @@ def train_and_evaluate(
             if start == 0:
                 _write_config(workdir, meta)
             vgg = jax.device_put(vgg.with_pooling("max"), shardings.replicated)
-            consts = (vgg, style_grams(vgg, style, cfg.style_layers), loss_weights(cfg))
+            consts = (vgg, _style_targets(cfg, run, vgg), loss_weights(cfg))
             preview = _previewer(
-                workdir / "previews", net_config(cfg), validation_images(cfg), shardings.replicated
+                workdir / "previews",
+                run.ncfg,
+                validation_images(cfg),
+                shardings.replicated,
+                run.first_style,
             )
             with MetricsLog(workdir, start) as metrics:
                 return train_loop(
@@ -647,7 +860,7 @@ def train_and_evaluate(
                     jax.device_put(state, shardings.replicated),
                     start,
                     itertools.chain([first], batches),
-                    make_train_step(cfg, tx),
+                    make_train_step(cfg, tx, run.ncfg, run.first_style),
                     jax.device_put(consts, shardings.replicated),
                     shardings.batch,
                     LoopOutputs(ckpts, metrics, preview, skipped),
@@ -656,7 +869,8 @@ def train_and_evaluate(
 
 
 def restore_params(workdir: str | Path) -> tuple[Any, NetConfig, dict[str, Any]]:
-    """The latest checkpointed parameters of a workdir, its architecture and its config."""
+    """The latest checkpointed parameters of a workdir, its architecture and its config
+    (``config.json``'s fields plus ``step``)."""
     workdir = Path(workdir).resolve()
     cfg_path = workdir / "config.json"
     if not cfg_path.exists():
@@ -666,10 +880,17 @@ def restore_params(workdir: str | Path) -> tuple[Any, NetConfig, dict[str, Any]]
     cfg = TrainConfig(
         **{k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items() if k in fields}
     )
+    if "net_config" in saved:  # several styles
+        ncfg = NetConfig.from_meta(saved["net_config"])
+        finetune = saved.get("finetune")
+        mask = finetune_mask(ncfg, finetune["first_style"]) if finetune else None
+    else:
+        ncfg, mask = net_config(cfg), None
     if not (workdir / "checkpoints").is_dir():
         raise TrainError(f"{workdir}: no checkpoint yet")
     with Checkpoints(workdir / "checkpoints", create=False) as ckpts:
-        state, step = restore_or_init(ckpts, create_train_state(cfg, make_optimizer(cfg)))
+        like = create_train_state(cfg, make_optimizer(cfg, mask), ncfg)
+        state, step = restore_or_init(ckpts, like)
     if step == 0:
         raise TrainError(f"{workdir}: no checkpoint yet")
-    return state.params, net_config(cfg), {**saved, "step": step}
+    return state.params, ncfg, {**saved, "step": step}

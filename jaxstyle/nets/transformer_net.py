@@ -17,6 +17,12 @@ On CPU the convolutions run in the forms of :mod:`jaxstyle.nets.conv` (Winograd,
 per-phase upsampling), which compute the same functions several times faster than XLA:CPU's
 convolution on these shapes.
 
+Multi-style networks (Dumoulin, Shlens & Kudlur 2017, "A Learned Representation for Artistic
+Style"): with ``num_styles`` S > 1 every instance norm is *conditional*: its scale and bias are
+(S, C) tables, one (gamma, beta) row per style, and the network takes a style vector ``style`` of
+S weights per image; the row used is the weighted sum of the rows (a one-hot vector picks a
+style, other weights interpolate between styles). Everything else is shared by all styles.
+
 Module names follow pytorch/examples ``fast_neural_style`` (conv1, in1, ..., res1..res5,
 deconv1, in4, deconv2, in5, deconv3) so its published models convert with a name table.
 Images in and out are NHWC RGB in [0, 1]; ``io_scale`` maps them to the scale a network was
@@ -31,6 +37,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxstyle.nets import conv
 
@@ -44,15 +51,19 @@ class NetConfig:
     upsample: str = "nearest"  # "nearest" (+conv) or "transpose" (the paper's)
     io_scale: float = 1.0  # input * io_scale -> network -> output / io_scale
     output: str = "sigmoid"  # "sigmoid": output in (0, 1) by construction; "linear": clipped
+    num_styles: int = 1  # > 1: conditional instance norm, one (gamma, beta) row per style
 
     def to_meta(self) -> dict[str, str]:
-        return {
+        meta = {
             "channels": ",".join(map(str, self.channels)),
             "num_res": str(self.num_res),
             "upsample": self.upsample,
             "io_scale": repr(self.io_scale),
             "output": self.output,
         }
+        if self.num_styles > 1:  # single-style files keep their format
+            meta["num_styles"] = str(self.num_styles)
+        return meta
 
     def __post_init__(self):
         if len(self.channels) != 3 or min(self.channels) < 1 or self.num_res < 0:
@@ -63,6 +74,8 @@ class NetConfig:
             raise ValueError(f"unknown output {self.output!r} (sigmoid or linear)")
         if not self.io_scale > 0:
             raise ValueError(f"io_scale must be positive, got {self.io_scale}")
+        if self.num_styles < 1:
+            raise ValueError(f"num_styles must be >= 1, got {self.num_styles}")
 
     @classmethod
     def from_meta(cls, meta: dict[str, str]) -> NetConfig:
@@ -72,6 +85,7 @@ class NetConfig:
             upsample=meta["upsample"],
             io_scale=float(meta["io_scale"]),
             output=meta["output"],
+            num_styles=int(meta.get("num_styles", "1")),
         )
 
 
@@ -169,17 +183,28 @@ class ConvLayer(nn.Module):
 class InstanceNorm(nn.Module):
     """Per-image, per-channel normalisation over H and W with a learned scale and bias.
 
+    With ``num_styles`` > 1 it is conditional instance norm: scale and bias are (S, C) tables
+    and ``style`` (N, S) weighs their rows for each image.
+
     Statistics are computed in float32 whatever the activation dtype (bf16 variances lose too
     much precision).
     """
 
     epsilon: float = 1e-5
+    num_styles: int = 1
 
     @nn.compact
-    def __call__(self, x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, valid: jax.Array | None = None, style: jax.Array | None = None
+    ) -> jax.Array:
         c = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones_init(), (c,))
-        bias = self.param("bias", nn.initializers.zeros_init(), (c,))
+        rows = () if self.num_styles == 1 else (self.num_styles,)
+        scale = self.param("scale", nn.initializers.ones_init(), (*rows, c))
+        bias = self.param("bias", nn.initializers.zeros_init(), (*rows, c))
+        if rows:  # the style's (gamma, beta), per image: (N, 1, 1, C)
+            w = style.astype(jnp.float32)
+            scale = (w @ scale)[:, None, None, :]
+            bias = (w @ bias)[:, None, None, :]
         x32 = x.astype(jnp.float32)
         if valid is None:
             mean = jnp.mean(x32, axis=(1, 2), keepdims=True)
@@ -196,13 +221,17 @@ class InstanceNorm(nn.Module):
 class ResidualBlock(nn.Module):
     features: int
     dtype: Any = jnp.float32
+    num_styles: int = 1
 
     @nn.compact
-    def __call__(self, x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, valid: jax.Array | None = None, style: jax.Array | None = None
+    ) -> jax.Array:
         conv1 = ConvLayer(self.features, 3, dtype=self.dtype, name="conv1")
         conv2 = ConvLayer(self.features, 3, dtype=self.dtype, name="conv2")
-        y = nn.relu(InstanceNorm(name="in1")(conv1(x, valid), valid))
-        y = InstanceNorm(name="in2")(conv2(y, valid), valid)
+        s = self.num_styles
+        y = nn.relu(InstanceNorm(num_styles=s, name="in1")(conv1(x, valid), valid, style))
+        y = InstanceNorm(num_styles=s, name="in2")(conv2(y, valid), valid, style)
         return x + y
 
 
@@ -244,26 +273,39 @@ class TransformerNet(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, valid: jax.Array | None = None, style: jax.Array | None = None
+    ) -> jax.Array:
         """Args:
         x: NHWC images in [0, 1], H and W divisible by 4.
         valid: optional (N, 2) int heights and widths (each divisible by 4) of the images
             inside the canvas ``x``; the output inside each region is then the network's output
             on that image alone (the rest of the canvas is don't-care).
+        style: (N, num_styles) or (num_styles,) weights of the styles' rows, for multi-style
+            networks only (see :func:`style_vector`).
         """
         cfg, dt = self.config, self.dtype
         c1, c2, c3 = cfg.channels
         v1, v2, v4 = (None, None, None) if valid is None else (valid, valid // 2, valid // 4)
+        s = cfg.num_styles
+        if s > 1:
+            if style is None:
+                raise ValueError(f"a network of {s} styles needs a style vector")
+            style = jnp.broadcast_to(jnp.asarray(style, jnp.float32), (x.shape[0], s))
+        elif style is not None:
+            raise ValueError("a single-style network takes no style vector")
+
+        def norm(name, y, v):
+            return nn.relu(InstanceNorm(num_styles=s, name=name)(y, v, style))
+
         y = (x * cfg.io_scale).astype(dt)
-        y = nn.relu(InstanceNorm(name="in1")(ConvLayer(c1, 9, 1, dt, name="conv1")(y, v1), v1))
-        y = nn.relu(InstanceNorm(name="in2")(ConvLayer(c2, 3, 2, dt, name="conv2")(y, v1), v2))
-        y = nn.relu(InstanceNorm(name="in3")(ConvLayer(c3, 3, 2, dt, name="conv3")(y, v2), v4))
+        y = norm("in1", ConvLayer(c1, 9, 1, dt, name="conv1")(y, v1), v1)
+        y = norm("in2", ConvLayer(c2, 3, 2, dt, name="conv2")(y, v1), v2)
+        y = norm("in3", ConvLayer(c3, 3, 2, dt, name="conv3")(y, v2), v4)
         for i in range(cfg.num_res):
-            y = ResidualBlock(c3, dt, name=f"res{i + 1}")(y, v4)
-        up1 = UpsampleConvLayer(c2, cfg.upsample, dt, name="deconv1")
-        y = nn.relu(InstanceNorm(name="in4")(up1(y, v4), v2))
-        up2 = UpsampleConvLayer(c1, cfg.upsample, dt, name="deconv2")
-        y = nn.relu(InstanceNorm(name="in5")(up2(y, v2), v1))
+            y = ResidualBlock(c3, dt, s, name=f"res{i + 1}")(y, v4, style)
+        y = norm("in4", UpsampleConvLayer(c2, cfg.upsample, dt, name="deconv1")(y, v4), v2)
+        y = norm("in5", UpsampleConvLayer(c1, cfg.upsample, dt, name="deconv2")(y, v2), v1)
         y = ConvLayer(3, 9, 1, dt, name="deconv3")(y, v1).astype(jnp.float32)
         if cfg.output == "sigmoid":
             return jax.nn.sigmoid(y)
@@ -273,7 +315,34 @@ class TransformerNet(nn.Module):
 def init_params(config: NetConfig, key: jax.Array, size: int = 32) -> dict:
     """Fresh parameters (flax's default initialisers)."""
     x = jnp.zeros((1, size, size, 3), jnp.float32)
-    return TransformerNet(config).init(key, x)["params"]
+    style = style_vector(config.num_styles, index=0) if config.num_styles > 1 else None
+    return TransformerNet(config).init(key, x, None, style)["params"]
+
+
+def style_vector(num_styles: int, index: int | None = None, mix: Any = None) -> np.ndarray | None:
+    """The style weights a multi-style network takes: one-hot for ``index``, or ``mix``
+    normalised to sum to 1; ``None`` for a single-style network.
+
+    Raises:
+        ValueError: an index out of range, a mix of the wrong length, negative, non-finite or
+            all zero, or both (or, for several styles, neither) given.
+    """
+    if num_styles == 1:
+        if index not in (None, 0) or mix is not None:
+            raise ValueError("a single-style network has no style to choose or mix")
+        return None
+    if (index is None) == (mix is None):
+        raise ValueError(f"a network of {num_styles} styles needs a style index or a mix")
+    if index is not None:
+        if not 0 <= index < num_styles:
+            raise ValueError(f"style index {index} is out of range 0..{num_styles - 1}")
+        return np.eye(num_styles, dtype=np.float32)[index]
+    w = np.asarray(mix, np.float64).reshape(-1)
+    if w.size != num_styles:
+        raise ValueError(f"a mix of {w.size} weights for a network of {num_styles} styles")
+    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"mix weights must be finite, >= 0 and not all 0, got {w.tolist()}")
+    return (w / w.sum()).astype(np.float32)
 
 
 def param_count(params: Any) -> int:
@@ -281,16 +350,21 @@ def param_count(params: Any) -> int:
 
 
 def stylize(
-    params: Any, images: jax.Array, config: NetConfig, dtype: Any = jnp.float32
+    params: Any,
+    images: jax.Array,
+    config: NetConfig,
+    dtype: Any = jnp.float32,
+    style: Any = None,
 ) -> jax.Array:
     """Applies the network to NHWC [0, 1] images of any size, returning [0, 1] images.
 
     Sizes not divisible by 4 are reflection-padded up to the next multiple and cropped back.
+    ``style``: a multi-style network's style weights (:func:`style_vector`).
     """
     n, h, w, _ = images.shape
     ph, pw = -h % 4, -w % 4
     x = images
     if ph or pw:
         x = jnp.pad(images, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="reflect")
-    y = TransformerNet(config, dtype).apply({"params": params}, x)
+    y = TransformerNet(config, dtype).apply({"params": params}, x, None, style)
     return jnp.clip(y[:, :h, :w, :], 0.0, 1.0)
