@@ -136,6 +136,25 @@ def test_encoder_folds_the_torchvision_convention(vgg):
     _compare_interior(adain.encoder_from_vgg(vgg.params, "vgg16", vgg.convention), vgg, x)
 
 
+def test_vgg19_encoder_from_vgg_normalised_is_the_ports(tmp_path):
+    # --encoder vgg19 --weights vgg_normalised.pth: load_vgg reads it with its own input
+    # convolution ("normalised"), which becomes the encoder's 1x1: the port's encoder exactly.
+    torch = pytest.importorskip("torch")
+    from experiments.lib.torch_adain import adain_modules
+    from jaxstyle.weights import load_vgg
+    from jaxstyle.weights.adain import convert_part
+
+    tvgg, _ = adain_modules(seed=1)
+    path = tmp_path / "vgg_normalised.pth"
+    torch.save(tvgg.state_dict(), path)
+    net = load_vgg("vgg19", "max", str(path), progress=False)
+    enc = adain.encoder_from_vgg(net.params, "vgg19", net.convention)
+    ref = convert_part({k: v.numpy() for k, v in tvgg.state_dict().items()}, "vgg")[0]
+    assert jax.tree_util.tree_structure(enc) == jax.tree_util.tree_structure(ref)
+    for a, b in zip(jax.tree_util.tree_leaves(enc), jax.tree_util.tree_leaves(ref), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), b)
+
+
 # ---------------------------------------------------------------------------------------------
 # The loss against the port's, in torch.
 
