@@ -1,9 +1,9 @@
-"""python -m experiments.bench_adain [--size 512] [--repeats 3]   (about a minute on 2 CPU cores)
+"""python -m experiments.bench_adain [--size 512] [--batch 1] [--repeats 3]   (a minute, 2 cores)
 
 AdaIN inference (VGG19 encoder to relu4_1, AdaIN, decoder), jaxstyle against PyTorch in one run
 on the same random network in the layout of naoto0804/pytorch-AdaIN
-(``experiments/lib/torch_adain.py``): one content and one style image of ``--size`` x
-``--size``, batch 1, median seconds over ``--repeats`` runs after a warm-up (jaxstyle's
+(``experiments/lib/torch_adain.py``): ``--batch`` content images and one style image of
+``--size`` x ``--size``, median seconds over ``--repeats`` runs after a warm-up (jaxstyle's
 compile time reported apart). Prints one JSON line. Needs `pip install ".[torch]"`.
 """
 
@@ -31,7 +31,7 @@ def torch_params(vgg, dec) -> dict:
     }
 
 
-def run(size: int, repeats: int) -> dict:
+def run(size: int, repeats: int, batch: int = 1) -> dict:
     import jax
     import jax.numpy as jnp
     import torch
@@ -42,7 +42,8 @@ def run(size: int, repeats: int) -> dict:
     vgg, dec = adain_modules()
     params = jax.tree_util.tree_map(jnp.asarray, torch_params(vgg, dec))
     rng = np.random.default_rng(0)
-    content, style = (rng.random((1, size, size, 3), np.float32) for _ in range(2))
+    content = rng.random((batch, size, size, 3), np.float32)
+    style = rng.random((1, size, size, 3), np.float32)
 
     def jax_fn():
         return adain.stylize(params, content, [style]).block_until_ready()
@@ -53,12 +54,17 @@ def run(size: int, repeats: int) -> dict:
     jax_s = timing.median_time(jax_fn, repeats)
     tc, ts = to_nchw(content), to_nchw(style)
     torch_s = timing.median_time(lambda: style_transfer(vgg, dec, tc, [ts]), repeats)
+    from experiments.bench_johnson import cost_flops
+
+    mean, std = adain.weighted_stats(params, [style])
+    program = adain.stylize_with_stats.lower(params, content, mean, std, jnp.float32(1.0))
     return {
         "size": size,
-        "batch": 1,
-        "jaxstyle_s": round(jax_s, 3),
+        "batch": batch,
+        "xla_flops": cost_flops(program.compile()),
+        "jaxstyle_s": jax_s,
         "jaxstyle_first_call_s": round(compile_s, 1),
-        "torch_s": round(torch_s, 3),
+        "torch_s": torch_s,
         "jaxstyle_over_torch": round(jax_s / torch_s, 2),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -69,9 +75,10 @@ def run(size: int, repeats: int) -> dict:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=512)
+    p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
-    print(json.dumps(run(args.size, args.repeats)))
+    print(json.dumps(run(args.size, args.repeats, args.batch)))
 
 
 if __name__ == "__main__":

@@ -44,8 +44,13 @@ def run(
     infer_repeats: int = 5,
     vgg=None,
     torch_side: bool = True,
+    num_styles: int = 1,
 ) -> dict:
-    """Times both sides; returns the numbers (plus XLA's FLOP counts of the jax programs)."""
+    """Times both sides; returns the numbers (plus XLA's FLOP counts of the jax programs).
+
+    ``num_styles`` > 1: the multi-style network (conditional instance norm), each image of the
+    batch with its own style and Gram targets, on both sides.
+    """
     import jax
     import jax.numpy as jnp
 
@@ -57,18 +62,23 @@ def run(
     rng = np.random.default_rng(0)
     cfg = TrainConfig(image_size=size, batch_size=batch)
     vgg = load_vgg("vgg16") if vgg is None else vgg.with_pooling("max")
-    style = jnp.asarray(rng.random((1, size, size, 3), np.float32))
+    styles = jnp.asarray(rng.random((num_styles, size, size, 3), np.float32))
     # The same pieces as `jaxstyle train` (train.train_and_evaluate), not copies of them.
-    grams = train.style_grams(vgg, style[0], cfg.style_layers)
+    if num_styles == 1:
+        grams = train.style_grams(vgg, styles[0], cfg.style_layers)
+    else:
+        grams = train.stacked_style_grams(vgg, list(styles), cfg.style_layers)
     weights = train.loss_weights(cfg)
     batch_u8 = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
 
     # jaxstyle training step.
+    ncfg = train.net_config(cfg, num_styles)
     tx = train.make_optimizer(cfg)
-    state = train.create_train_state(cfg, tx)
+    state = train.create_train_state(cfg, tx, ncfg)
     jbatch = jnp.asarray(batch_u8)
     t0 = time.perf_counter()
-    step = train.make_train_step(cfg, tx).lower(state, jbatch, vgg, grams, weights).compile()
+    step = train.make_train_step(cfg, tx, ncfg)
+    step = step.lower(state, jbatch, vgg, grams, weights).compile()
     compile_s = time.perf_counter() - t0
     holder = [state]
 
@@ -78,9 +88,9 @@ def run(
 
     j_step = timing.median_time(jax_step, steps)
 
-    # Inference, jaxstyle side.
-    ncfg = train.net_config(cfg)
+    # Inference, jaxstyle side (single-style networks only).
     apply = jax.jit(lambda p, x: TransformerNet(ncfg).apply({"params": p}, x))
+    infer_batches = infer_batches if num_styles == 1 else ()
     xs = {b: jnp.asarray(rng.random((b, size, size, 3), np.float32)) for b in infer_batches}
     infer = {}
     for b, x in xs.items():
@@ -108,25 +118,31 @@ def run(
 
     # PyTorch training step, same network and losses.
     torch.manual_seed(0)
-    net = transformer_net_class()()
+    net = transformer_net_class(num_styles)()
     tvgg = TorchVGG(vgg)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     t_style = {
         k: gram(v)
         for k, v in tvgg.features(
-            torch.from_numpy(np.asarray(style).transpose(0, 3, 1, 2)), cfg.style_layers
+            torch.from_numpy(np.asarray(styles).transpose(0, 3, 1, 2)), cfg.style_layers
         ).items()
     }
     xb = torch.from_numpy(batch_u8.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
     layers = tuple(dict.fromkeys(cfg.content_layers + cfg.style_layers))
+    gen = torch.Generator().manual_seed(0)
 
     def torch_step():
         opt.zero_grad()
-        y = torch.sigmoid(net(xb * 255.0))  # same [0,1] -> [0,1] convention as jaxstyle's
+        targets, style = t_style, None
+        if num_styles > 1:  # a style per image, as jaxstyle's step
+            idx = torch.randint(0, num_styles, (xb.shape[0],), generator=gen)
+            style = torch.nn.functional.one_hot(idx, num_styles).float()
+            targets = {k: v[idx] for k, v in t_style.items()}
+        y = torch.sigmoid(net(xb * 255.0, style))  # same [0,1] -> [0,1] convention as jaxstyle's
         f = tvgg.features(torch.cat([y, xb]), layers)
         n = xb.shape[0]
         content = sum((f[k][:n] - f[k][n:]).pow(2).mean() for k in cfg.content_layers)
-        style_l = sum((gram(f[k][:n]) - t_style[k]).pow(2).mean() for k in cfg.style_layers)
+        style_l = sum((gram(f[k][:n]) - targets[k]).pow(2).mean() for k in cfg.style_layers)
         loss = cfg.content_weight * content + cfg.style_weight * style_l
         loss.backward()
         opt.step()

@@ -14,6 +14,11 @@ workloads side by side in one run, on the same VGG16 weights, images and loss de
   evaluations per iteration, so seconds per evaluation are compared too);
 * Johnson training step (batch 4, 256 px, full network) and inference at 256 px, batch 1 and 8
   (``experiments.bench_johnson``);
+* a multi-style training step (the same, with conditional instance norm over
+  ``--multistyle-styles`` styles, each image of the batch with its own style; PyTorch's network
+  is the same layer for layer, ``experiments/lib/torch_ref.py``);
+* AdaIN inference at 512 px, batch 1 and 8, one style (``experiments.bench_adain``, a random
+  network in the layout of the PyTorch port; FLOPs from XLA's cost analysis);
 * a float32 matrix multiply (2048^3) in each framework, measured in the same run, as the
   machine's attainable rate: every workload's achieved GFLOP/s is given as a fraction of it.
 
@@ -266,6 +271,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--johnson-size", type=int, default=256)
     ap.add_argument("--johnson-batch", type=int, default=4)
     ap.add_argument("--infer-batches", type=cli.csv_list(int), default=(1, 8))
+    ap.add_argument("--multistyle-styles", type=int, default=5, help="styles of the network")
+    ap.add_argument("--adain-size", type=int, default=512)
+    ap.add_argument("--adain-batches", type=cli.csv_list(int), default=(1, 8))
     ap.add_argument("--matmul", type=int, default=2048, help="matrix side")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--cli-size", type=int, default=256)
@@ -280,6 +288,9 @@ def main(argv: list[str] | None = None) -> dict:
         johnson_size=32,
         johnson_batch=2,
         infer_batches=(1, 2),
+        multistyle_styles=2,
+        adain_size=32,
+        adain_batches=(1, 2),
         matmul=256,
         repeats=2,
         cli_size=32,
@@ -427,6 +438,46 @@ def main(argv: list[str] | None = None) -> dict:
             r["xla_flops"],
             b * transformer_flops(FULL, args.johnson_size, args.johnson_size),
         )
+
+    print("multi-style train step ...", flush=True)
+    ms = bench_johnson.run(
+        args.johnson_size,
+        args.johnson_batch,
+        args.repeats,
+        vgg=net,
+        torch_side=with_torch,
+        num_styles=args.multistyle_styles,
+    )
+    ts = ms["train_step_seconds"]
+    add(
+        "multistyle_train_step",
+        args.johnson_size,
+        args.johnson_batch,
+        ts["jax"],
+        ts.get("torch"),
+        ms["train_step_xla_flops"],
+        train_step_flops(
+            FULL, args.johnson_size, args.johnson_batch, tcfg.content_layers, tcfg.style_layers
+        ),
+        styles=args.multistyle_styles,
+        jax_compile_seconds=ms["train_step_compile_seconds"],
+    )
+    if with_torch:
+        from experiments import bench_adain
+
+        for b in args.adain_batches:
+            print(f"AdaIN inference at {args.adain_size} px, batch {b} ...", flush=True)
+            ad = bench_adain.run(args.adain_size, args.repeats, b)
+            add(
+                "adain_inference",
+                args.adain_size,
+                b,
+                ad["jaxstyle_s"],
+                ad["torch_s"],
+                ad["xla_flops"],
+                None,
+                jax_compile_seconds=ad["jaxstyle_first_call_s"],
+            )
 
     print("time to first result (3 CLI runs) ...", flush=True)
     weights_file = Path(args.weights).resolve() if args.weights else jw.cache_path("vgg16")

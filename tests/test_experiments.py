@@ -75,6 +75,13 @@ EXPECTED = {
         "loss_curves.png",
     ],
     "restarts": ["sheet.png", "results.csv", "results.json", "loss_curves.png"],
+    "any_style": [
+        "multi_styles.png",
+        "interpolation.png",
+        "adain_styles.png",
+        "adain_alpha.png",
+        "results.json",
+    ],
 }
 #: script -> the images of its smoke run (the scripts' defaults name ../shared/images files).
 IMAGE_ARGS = {
@@ -85,6 +92,7 @@ IMAGE_ARGS = {
     "compare_methods": ["--content", CONTENT[0], CONTENT[1], "--style", STYLE],
     "bench_vs_torch": ["--content", CONTENT[0], "--style", STYLE],
     "restarts": [],  # every pair of the folders (--smoke: the first) and the demo pair
+    "any_style": [],  # --smoke: random networks on the demo images
 }
 NEEDS_TORCH = {"bench_vs_torch"}
 #: Every script of experiments/ (python -m experiments.NAME).
@@ -393,6 +401,9 @@ def _bench_vs_torch(out: Path) -> None:
         ("johnson_train_step", "2"),
         ("johnson_inference", "1"),
         ("johnson_inference", "2"),
+        ("multistyle_train_step", "2"),
+        ("adain_inference", "1"),
+        ("adain_inference", "2"),
     ]
     data = json.loads((out / "results.json").read_text())
     mm = data["matmul"]
@@ -401,6 +412,10 @@ def _bench_vs_torch(out: Path) -> None:
         assert float(r["ratio_jax_torch"]) == pytest.approx(j / t, 1e-6)
         assert float(r["jax_gflops"]) == pytest.approx(f / j / 1e9, 1e-6)
         assert float(r["jax_vs_matmul"]) == pytest.approx(f / j / 1e9 / mm["jax_gflops"], 1e-6)
+        if r["workload"] == "adain_inference":  # no analytic count: XLA's
+            assert r["flops_source"] == "xla" and f == float(r["xla_flops"]) > 0
+            assert r["size"] == "32"
+            continue
         assert f == float(r["analytic_flops"]) and r["flops_source"] == "analytic"
         # XLA counts the arithmetic it runs: the direct algorithm's for VGG, to within a third;
         # for the Johnson network on CPU, Winograd's fewer and space-to-depth's more.
@@ -428,7 +443,17 @@ def _restarts(out: Path) -> None:
     assert verdict in (out / "summary.md").read_text()
 
 
+def _any_style(out: Path) -> None:
+    data = json.loads((out / "results.json").read_text())
+    assert data["styles"] == ["a.png", "b.png"] and data["pair"] == [0, 1]
+    assert {r["kind"] for r in data["networks"].values()} == {"multistyle", "adain"}
+    # One tile per style plus the content; 5 interpolation steps; 5 alphas.
+    with Image.open(out / "interpolation.png") as a, Image.open(out / "adain_alpha.png") as b:
+        assert a.width > 5 * 64 and b.width > 5 * 64
+
+
 CHECKS = {
+    "any_style": _any_style,
     "restarts": _restarts,
     "style_weight_sweep": _style_weight_sweep,
     "layer_choice": _layer_choice,

@@ -94,8 +94,33 @@ def to_torch(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].float()
 
 
-def transformer_net_class():
-    """The ``TransformerNet`` class of pytorch/examples fast_neural_style, layer for layer."""
+def transformer_net_class(num_styles: int = 1):
+    """The ``TransformerNet`` class of pytorch/examples fast_neural_style, layer for layer.
+
+    With ``num_styles`` > 1, every instance norm is conditional (Dumoulin et al. 2017): a
+    (gamma, beta) row per style, weighted per image by the ``style`` (N, S) tensor given to
+    ``forward`` (jaxstyle's multi-style network, in PyTorch).
+    """
+    shared: dict = {}
+
+    class CondInstanceNorm(torch.nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.norm = torch.nn.InstanceNorm2d(channels, affine=False)
+            self.scale = torch.nn.Parameter(torch.ones(num_styles, channels))
+            self.bias = torch.nn.Parameter(torch.zeros(num_styles, channels))
+
+        def forward(self, x):
+            w = shared["style"]
+            return (
+                self.norm(x) * (w @ self.scale)[:, :, None, None]
+                + (w @ self.bias)[:, :, None, None]
+            )
+
+    def norm(channels):
+        if num_styles == 1:
+            return torch.nn.InstanceNorm2d(channels, affine=True)
+        return CondInstanceNorm(channels)
 
     class ConvLayer(torch.nn.Module):
         def __init__(self, in_channels, out_channels, kernel_size, stride):
@@ -110,9 +135,9 @@ def transformer_net_class():
         def __init__(self, channels):
             super().__init__()
             self.conv1 = ConvLayer(channels, channels, kernel_size=3, stride=1)
-            self.in1 = torch.nn.InstanceNorm2d(channels, affine=True)
+            self.in1 = norm(channels)
             self.conv2 = ConvLayer(channels, channels, kernel_size=3, stride=1)
-            self.in2 = torch.nn.InstanceNorm2d(channels, affine=True)
+            self.in2 = norm(channels)
             self.relu = torch.nn.ReLU()
 
         def forward(self, x):
@@ -140,24 +165,25 @@ def transformer_net_class():
         def __init__(self):
             super().__init__()
             self.conv1 = ConvLayer(3, 32, kernel_size=9, stride=1)
-            self.in1 = torch.nn.InstanceNorm2d(32, affine=True)
+            self.in1 = norm(32)
             self.conv2 = ConvLayer(32, 64, kernel_size=3, stride=2)
-            self.in2 = torch.nn.InstanceNorm2d(64, affine=True)
+            self.in2 = norm(64)
             self.conv3 = ConvLayer(64, 128, kernel_size=3, stride=2)
-            self.in3 = torch.nn.InstanceNorm2d(128, affine=True)
+            self.in3 = norm(128)
             self.res1 = ResidualBlock(128)
             self.res2 = ResidualBlock(128)
             self.res3 = ResidualBlock(128)
             self.res4 = ResidualBlock(128)
             self.res5 = ResidualBlock(128)
             self.deconv1 = UpsampleConvLayer(128, 64, kernel_size=3, stride=1, upsample=2)
-            self.in4 = torch.nn.InstanceNorm2d(64, affine=True)
+            self.in4 = norm(64)
             self.deconv2 = UpsampleConvLayer(64, 32, kernel_size=3, stride=1, upsample=2)
-            self.in5 = torch.nn.InstanceNorm2d(32, affine=True)
+            self.in5 = norm(32)
             self.deconv3 = ConvLayer(32, 3, kernel_size=9, stride=1)
             self.relu = torch.nn.ReLU()
 
-        def forward(self, X):  # noqa: N803 - the example's spelling
+        def forward(self, X, style=None):  # noqa: N803 - the example's spelling
+            shared["style"] = style
             y = self.relu(self.in1(self.conv1(X)))
             y = self.relu(self.in2(self.conv2(y)))
             y = self.relu(self.in3(self.conv3(y)))
