@@ -243,3 +243,21 @@ def test_apply_refuses_bad_flags(models_and_images, tmp_path, capsys, monkeypatc
     rc, out, err = run_main(capsys, *argv, *extra, "-q")
     assert_one_error(rc, out, err, must)
     assert not (tmp_path / "o.png").exists() and Path(f["s1"]).read_bytes() == before
+
+
+@pytest.mark.parametrize("mode", ["histogram", "luminance"])
+def test_preserve_colors(mode):
+    """histogram: each style recoloured to the content before encoding (as the port's
+    --preserve_color); luminance: the output given the content's chrominance."""
+    from jaxstyle import inference
+
+    params = jax.tree_util.tree_map(jax.numpy.asarray, adain.init_params(0))
+    content, style = _image(48, 64, 0), _image(40, 40, 1)
+    got = inference.apply_adain(params, [content], [style], alpha=0.7, preserve_colors=mode)[0]
+    if mode == "histogram":
+        recoloured = imlib.match_color(style, content)
+        want = inference.apply_adain(params, [content], [recoloured], alpha=0.7)[0]
+    else:
+        plain = inference.apply_adain(params, [content], [style], alpha=0.7)[0]
+        want = imlib.transfer_luminance(plain, content)
+    np.testing.assert_allclose(got, want, atol=1e-5)

@@ -361,6 +361,20 @@ def test_cli_train_adain_and_export(cli_main, folders, weights_file, tmp_path):
     assert [r["step"] for r in read_metrics(work)] == [1, 2]
     params, meta = train_adain.restore_params(work)
     assert meta["step"] == 2 and adain.encoder_of(params["vgg"]) == "vgg16"
+    # export and apply take the workdir as they take a Johnson one.
+    model = tmp_path / "adain.safetensors"
+    code, err = cli_main("export", str(work), "-o", str(model))
+    assert code == 0, err[-3000:]
+    assert models.load_model(model)[3]["encoder"] == "vgg16"
+    src, sty = next(content.iterdir()), next(style.iterdir())
+    for source in (work, model):
+        out = tmp_path / f"out_{source.name}.png"
+        code, err = cli_main("apply", str(source), str(src), "-o", str(out), "--style", str(sty))
+        assert code == 0, err[-3000:]
+    a, b = (np.asarray(Image.open(tmp_path / f"out_{n}.png")) for n in (work.name, model.name))
+    np.testing.assert_array_equal(a, b)
+    code, err = cli_main("apply", str(work), str(src), "-o", str(out), "--style-index", "0")
+    assert code == 2 and "--style-index is for multi-style" in err, err
 
 
 def test_cli_train_adain_bad_inputs(cli_main, folders, weights_file, tmp_path):
