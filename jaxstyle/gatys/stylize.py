@@ -53,6 +53,7 @@ class _Run:
     say: Callable[[str], None]
     per_image: list[dict[str, Any]]
     records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    latest: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)  # per image
     failed: list[str] = dataclasses.field(default_factory=list)
     compile_s: float = 0.0
     optimise_s: float = 0.0
@@ -90,6 +91,8 @@ def stylize(
     on_save: Callable[[int, int, np.ndarray], None] | None = None,
     log_fn: Callable[[str], None] | None = None,
     objective: programs.Objective = objective,
+    callback: Callable[[int, int, dict[str, float], np.ndarray], None] | None = None,
+    callback_every: int = 1,
 ) -> GatysResult:
     """Stylises each content image with the blend of ``styles``.
 
@@ -104,6 +107,15 @@ def stylize(
         log_fn: where warnings go (default: stderr, above the progress bar).
         objective: the loss of one image, with the signature of
             :func:`jaxstyle.gatys.objective.objective` (the default).
+        callback: called as ``callback(image_index, iteration, losses, image)`` every
+            ``callback_every`` iterations (counted over all scales, as ``on_save``) and after
+            each scale's last iteration. ``losses`` is that image's latest log record
+            (``total``, the weighted sum; the unweighted ``content``, ``style`` and ``tv``;
+            ``function_evaluations``; ``scale``);
+            ``image`` is what the run would return if it stopped there (the best iterate so far,
+            post-processed), HWC float32 at the current scale. Each call copies the batch's
+            images from the device, and chunks of iterations end at every call.
+        callback_every: iterations between calls of ``callback`` (>= 1).
 
     Returns:
         A :class:`GatysResult`.
@@ -116,6 +128,8 @@ def stylize(
     cfg.validate()
     if not contents or not styles:
         raise ValueError("need at least one content and one style image")
+    if callback_every < 1:
+        raise ValueError(f"callback_every must be >= 1, got {callback_every}")
     net = net.with_pooling(cfg.pooling)
     weights = loss_weights(cfg, len(styles))
     pcfg = programs.program_config(cfg)
@@ -130,6 +144,7 @@ def stylize(
     run = _Run(say=say, per_image=[_image_log() for _ in contents])
     results: list[np.ndarray] = [np.empty(0)] * len(contents)
     key = jax.random.PRNGKey(cfg.seed)
+    report = _Report(on_save, callback, callback_every)
     for si, (scale, sized) in enumerate(zip(scales, sized_per_scale, strict=True)):
         style_long = max(16, round(scale * cfg.style_scale))
         base_styles = [imlib.resize_long_side(s, style_long) for s in styles]
@@ -137,7 +152,7 @@ def stylize(
             args = (net, *targets(net, cfg, [sized[i] for i in idx], base_styles), weights)
             x, key = starts(cfg, si, [sized[i] for i in idx], base_styles, results, idx, key)
             group = _Group(scale, si * cfg.iterations, idx, [sized[i] for i in idx])
-            best = optimise(run, cfg, pcfg, objective, group, x, args, bar, on_save)
+            best = optimise(run, cfg, pcfg, objective, group, x, args, bar, report)
             for b, i in enumerate(idx):
                 results[i] = best[b]
             if si == len(scales) - 1:
@@ -243,6 +258,20 @@ def _initial(cfg: GatysConfig, content: np.ndarray, style: np.ndarray, key) -> n
     return imlib.resize(imlib.load_image(cfg.init), h, w)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Report:
+    """What the driver hands out between chunks: intermediate saves and the caller's callback."""
+
+    on_save: Callable[[int, int, np.ndarray], None] | None = None
+    callback: Callable[[int, int, dict[str, float], np.ndarray], None] | None = None
+    callback_every: int = 1
+
+    def periods(self, cfg: GatysConfig) -> list[int]:
+        """Iteration periods that chunks must end on (counted over all scales)."""
+        saves = [cfg.save_every] if cfg.save_every > 0 else []
+        return saves + ([self.callback_every] if self.callback else [])
+
+
 def optimise(
     run: _Run,
     cfg: GatysConfig,
@@ -252,17 +281,19 @@ def optimise(
     x: jax.Array,
     args: tuple,
     bar: Any,
-    on_save: Callable[[int, int, np.ndarray], None] | None,
+    report: _Report,
 ) -> np.ndarray:
-    """``cfg.iterations`` iterations of a batch from ``x``, chunk by chunk, with progress and
-    intermediate saves between chunks; returns the best iterates, (B, H, W, 3) in [0, 1]."""
+    """``cfg.iterations`` iterations of a batch from ``x``, chunk by chunk, with progress,
+    intermediate saves and callbacks between chunks; returns the best iterates, (B, H, W, 3)
+    in [0, 1]."""
     with _compile_time(run):
         carry = programs.init(pcfg, objective, x, *args)
     done = 0
+    periods = report.periods(cfg)
     while done < cfg.iterations:
         n = min(programs.chunk_len(cfg), cfg.iterations - done)
-        if cfg.save_every > 0:
-            n = min(n, cfg.save_every - (group.offset + done) % cfg.save_every)
+        for period in periods:  # a chunk ends where a save or a callback is due
+            n = min(n, period - (group.offset + done) % period)
         with _compile_time(run):
             carry, last = _chunk(run, pcfg, objective, group, carry, n, done, args)
         done += n
@@ -270,14 +301,30 @@ def optimise(
         if last is not None:
             terms = zip(programs.HIST[:4], last[:4].tolist(), strict=True)
             bar.set_postfix({k: f"{v:.3g}" for k, v in terms})
-        if on_save and cfg.save_every > 0 and (group.offset + done) % cfg.save_every == 0:
-            out = np.asarray(carry.best_x)
-            for b, i in enumerate(group.idx):
-                on_save(i, group.offset + done, _finish(cfg, out[b], group.contents[b]))
+        _report(run, cfg, report, group, carry, group.offset + done, done == cfg.iterations)
     nfev = group.nfev_base + np.asarray(num_evaluations(carry.state))
     for b, i in enumerate(group.idx):
         run.per_image[i]["function_evaluations"] += int(nfev[b])
     return np.clip(np.asarray(carry.best_x), 0.0, 1.0)
+
+
+def _report(run: _Run, cfg, report: _Report, group: _Group, carry, at: int, last: bool) -> None:
+    """Intermediate saves and callbacks due at iteration ``at`` (over all scales); the best
+    iterates are copied from the device only when one is due."""
+    save = bool(report.on_save) and cfg.save_every > 0 and at % cfg.save_every == 0
+    call = bool(report.callback) and (at % report.callback_every == 0 or last)
+    if not (save or call):
+        return
+    out = np.asarray(carry.best_x)
+    for b, i in enumerate(group.idx):
+        image = _finish(cfg, out[b], group.contents[b])
+        if save:
+            report.on_save(i, at, image)
+        if call:
+            losses = {
+                k: v for k, v in run.latest.get(i, {}).items() if k not in ("image", "iteration")
+            }
+            report.callback(i, at, losses, image)
 
 
 def _chunk(run, pcfg, objective, group: _Group, carry, n: int, done: int, args):
@@ -307,15 +354,15 @@ def _record(run: _Run, group: _Group, hist, steps, start) -> None:
         for t in range(int(steps[b])):
             row = dict(zip(programs.HIST, hist[b, t].tolist(), strict=True))
             nfev = int(row.pop("nfev")) + int(group.nfev_base[b])
-            run.records.append(
-                {
-                    "scale": group.scale,
-                    "image": i,
-                    "iteration": int(start[b]) + t + 1,
-                    **row,
-                    "function_evaluations": nfev,
-                }
-            )
+            record = {
+                "scale": group.scale,
+                "image": i,
+                "iteration": int(start[b]) + t + 1,
+                **row,
+                "function_evaluations": nfev,
+            }
+            run.records.append(record)
+            run.latest[i] = record
         run.per_image[i]["iterations"] += int(steps[b])
 
 
