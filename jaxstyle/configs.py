@@ -258,6 +258,71 @@ def config_from_args(cls: type, args: argparse.Namespace):
     return cls(**values)
 
 
+def config_from_kwargs(cls: type, options: Mapping[str, Any], also: Sequence[str] = ()):
+    """The config ``cls`` from Python keywords named as its fields, as a library call takes
+    them (``jaxstyle.stylize(..., size=256, style_layers=["relu1_1"])``).
+
+    Values are converted as the flags convert their text: a tuple field takes a sequence or a
+    comma-separated string, a float field any real number; a field with ``choices`` refuses any
+    other value. Ranges are left to the config's ``validate``.
+
+    Args:
+        cls: a config dataclass.
+        options: keyword -> value; fields not given keep their defaults.
+        also: the caller's own keywords, listed with the fields when one is unknown.
+
+    Raises:
+        TypeError: an unknown keyword (the message names it and lists the valid ones), or a
+            value of the wrong type.
+        ValueError: a value outside the field's choices.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        valid = ", ".join(sorted([*fields, *also]))
+        raise TypeError(f"unknown keyword(s) {', '.join(unknown)}; valid keywords: {valid}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in options.items():
+        values[name] = _convert(name, hints[name], value)
+        choices = fields[name].metadata.get("choices")
+        if choices and values[name] not in choices:
+            raise ValueError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+    return cls(**values)
+
+
+def _convert(name: str, hint: Any, value: Any) -> Any:
+    """``value`` as a field of type ``hint``; TypeError naming ``name`` when it is not one."""
+    import numbers
+    import os
+
+    if typing.get_origin(hint) is tuple:
+        kind = typing.get_args(hint)[0]
+        if isinstance(value, str):
+            try:
+                return _list_of(kind, name)(value)
+            except argparse.ArgumentTypeError as e:
+                raise TypeError(str(e)) from None
+        try:
+            items = list(value)
+        except TypeError:
+            raise TypeError(f"{name}: expected a sequence, got {value!r}") from None
+        return tuple(_convert(name, kind, v) for v in items)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name}: expected an int, got {value!r}")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str and isinstance(value, os.PathLike):  # e.g. init=Path("start.png")
+        return os.fspath(value)
+    if not isinstance(value, hint):
+        raise TypeError(f"{name}: expected a {hint.__name__}, got {value!r}")
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class AdainTrainConfig:
     """Settings of AdaIN decoder training (Huang & Belongie 2017), as the PyTorch port's
