@@ -6,7 +6,9 @@ are looped) asks this module, so a newcomer finds them in one place and a test c
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 
 import jax
 
@@ -19,6 +21,34 @@ LOOP_KINDS = ("device", "host")
 def on_cpu() -> bool:
     """True when JAX's default backend is the CPU (XLA:CPU)."""
     return jax.default_backend() == "cpu"
+
+
+#: ``None``: convolution forms follow the default backend; ``True``/``False``: forced (see
+#: :func:`conv_forms`).
+_CPU_CONV_FORMS: bool | None = None
+
+
+def cpu_conv_forms() -> bool:
+    """Whether :mod:`jaxstyle.nets.conv` traces its CPU forms (Winograd, space-to-depth, ...)
+    rather than XLA's convolution: on the CPU backend, unless :func:`conv_forms` says otherwise."""
+    return on_cpu() if _CPU_CONV_FORMS is None else _CPU_CONV_FORMS
+
+
+@contextlib.contextmanager
+def conv_forms(kind: str) -> Iterator[None]:
+    """Within the block, trace ``"cpu"`` convolution forms or plain ``"xla"`` convolutions
+    whatever the default backend: a program exported for another platform or runtime (GPU,
+    TensorFlow, TFLite) is traced on this machine but must not take this machine's choice.
+    Only new traces see it: a ``jax.jit`` function already traced at the same shapes reuses
+    its cached trace (call its ``__wrapped__`` function inside the block)."""
+    global _CPU_CONV_FORMS
+    if kind not in ("cpu", "xla"):
+        raise ValueError(f"unknown convolution forms {kind!r} (cpu or xla)")
+    old, _CPU_CONV_FORMS = _CPU_CONV_FORMS, kind == "cpu"
+    try:
+        yield
+    finally:
+        _CPU_CONV_FORMS = old
 
 
 def default_loop_kind() -> str:

@@ -18,7 +18,8 @@ float rounding) in a form that spends its time in XLA's matmul kernel:
 Gradients that autodiff makes slow (through tile transforms and shifted sums) are replaced with
 :func:`jax.custom_vjp` by the gradient of an equivalent form. :func:`conv2d` (Johnson's network) and
 :func:`conv3x3_same` (VGG) pick the form on CPU, asking :mod:`jaxstyle.backend`; on GPU/TPU they
-are XLA's convolution.
+are XLA's convolution (:func:`jaxstyle.backend.conv_forms` overrides the choice while a
+program is exported for another platform).
 
 Measured with ``experiments/bench_conv.py`` (2 CPU cores, 256 px, batch 4; forward /
 forward+backward in ms, XLA's convolution -> this module [PyTorch 2.13]): 9x9 3->32: 409 / 412
@@ -192,7 +193,7 @@ def upsample_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     n, h, w, cin = x.shape
     # The 2x2 convolutions as one im2col matmul each for up to 64 input channels, XLA's
     # convolution above (measured at 256 px, batches 1-8).
-    conv = im2col_conv if backend.on_cpu() and cin <= 64 else xla_conv
+    conv = im2col_conv if backend.cpu_conv_forms() and cin <= 64 else xla_conv
     xe = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
     rows = []
     for py in range(2):
@@ -213,7 +214,7 @@ def conv2d(xp: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
     """
     k, _, cin, cout = kernel.shape
     _, hp, wp, _ = xp.shape
-    if backend.on_cpu() and stride == 1:
+    if backend.cpu_conv_forms() and stride == 1:
         if k > 3 and cin <= 4 and _tiles_of_4(xp, k):
             return conv_space_to_depth(xp, kernel)
         if k > 3 and cout <= 4:
@@ -233,7 +234,7 @@ def conv3x3_same(x: jax.Array, kernel: jax.Array) -> jax.Array:
     convolution underuses the matmul kernel. Off CPU it is always XLA's convolution.
     """
     _, h, w, cin = x.shape
-    if backend.on_cpu() and (cin <= 4 or (h * w <= 32 * 32 and cin >= 256)):
+    if backend.cpu_conv_forms() and (cin <= 4 or (h * w <= 32 * 32 and cin >= 256)):
         xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
         if cin <= 4:
             return im2col_conv(xp, kernel)
