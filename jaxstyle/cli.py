@@ -330,10 +330,17 @@ def _train_styles(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from jaxstyle import fileio, models, train
+    from jaxstyle import export, fileio, models, train
 
     out = Path(args.output)
-    workdir = Path(args.workdir)
+    workdir = Path(args.model)
+    if args.size is not None and args.format != "tflite":
+        raise UsageError(f"--size is for --format tflite ({args.format} takes any size)")
+    if args.format != "safetensors" or args.quantize or not workdir.is_dir():
+        size = export.parse_size(args.size) if args.size else export.TFLITE_SIZE
+        export.export_model(workdir, args.format, out, quantize=args.quantize, size=size)
+        print(f"wrote {out} ({args.format})", file=sys.stderr)
+        return 0
     fileio.refuse_overwriting_inputs([out], [workdir])
     fileio.check_writable(out)
     if not workdir.is_dir():
@@ -657,9 +664,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_feed_forward_parsers(sub) -> None:
     """``export`` and ``apply``: the commands that use a trained network."""
-    p = sub.add_parser("export", help="write a workdir's latest network as one .safetensors")
-    p.add_argument("workdir", metavar="WORKDIR")
-    p.add_argument("-o", "--output", required=True)
+    p = sub.add_parser(
+        "export", help="write a network as a model file or a program for another runtime"
+    )
+    p.add_argument("model", metavar="MODEL", help="a training workdir or a model file")
+    p.add_argument("-o", "--output", required=True, help="file (a folder for savedmodel)")
+    p.add_argument(
+        "--format",
+        default="safetensors",
+        metavar="F",
+        help="safetensors (parameters, for jaxstyle; a model file is copied), stablehlo "
+        "(jax.export, any size, cpu+cuda), savedmodel (TensorFlow, any size) or tflite "
+        "(fixed size) (default: %(default)s)",
+    )
+    p.add_argument("--quantize", metavar="float16", help="tflite only: float16 weights")
+    p.add_argument(
+        "--size", metavar="HxW", help="tflite only: its fixed image height and width (256x256)"
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("apply", help="stylise images with a trained network")
