@@ -170,10 +170,21 @@ def test_tflite_equals_apply_and_float16_error(work):
     assert f16 < f32
 
 
-def test_stablehlo_platforms_and_symbolic_shapes(work):
-    exp = jax.export.deserialize(bytearray((work["dir"] / "johnson.stablehlo").read_bytes()))
+def test_stablehlo_platforms_and_symbolic_shapes(work, tmp_path):
+    _export(work["dir"] / "johnson.safetensors", "stablehlo", tmp_path / "j.stablehlo")
+    exp = jax.export.deserialize(bytearray((tmp_path / "j.stablehlo").read_bytes()))
     assert exp.platforms == ("cpu", "cuda")
     assert str(exp.in_avals[0].shape) == "(n, h, w, 3)"
+    # The CPU branch runs jaxstyle's CPU forms (matmuls), the CUDA one XLA's convolutions only.
+    from jaxstyle import export
+    from jaxstyle.inference import load_any
+
+    prog = export.program(*load_any(work["dir"] / "johnson.safetensors")[:3])
+    cpu, cuda = (
+        jax.export.deserialize(bytearray(export.to_stablehlo(prog, (p,)))).mlir_module()
+        for p in ("cpu", "cuda")
+    )
+    assert "dot_general" in cpu and "dot_general" not in cuda
 
 
 def test_safetensors_from_a_model_file_copies_it(work, tmp_path):
