@@ -1,4 +1,4 @@
-"""python -m experiments.bench_export [--size 256 1024] [--repeats 3]   (N minutes on 2 CPU cores)
+"""python -m experiments.bench_export [--size 256 1024] [--repeats 3]   (5 minutes on 2 CPU cores)
 
 Exported programs against ``jaxstyle apply`` on the FULL Johnson network (random weights: speed
 does not depend on them), batch 1, one image per size: seconds per image after a warm-up call
