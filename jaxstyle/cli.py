@@ -9,12 +9,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from jaxstyle.configs import GatysConfig, TrainConfig, add_config_flags, config_from_args
 
@@ -84,58 +82,15 @@ def _stylize_outputs(outputs: Sequence[Path], cfg: GatysConfig) -> list[Path]:
     return names
 
 
-def _check_stylize_shapes(contents, styles, cfg: GatysConfig) -> None:
-    """Every image is large enough for the layers at every scale, and the run fits in memory.
-
-    ``contents`` and ``styles`` are ``(name, (h, w))`` pairs, known from the headers alone.
-    """
-    from jaxstyle import backend
-    from jaxstyle.images import size_for_long_side
-    from jaxstyle.nets.vgg import min_side
-
-    need_c = min_side(cfg.content_layers + cfg.style_layers, cfg.net)
-    need_s = min_side(cfg.style_layers, cfg.net)
-    for scale in cfg.resolved_scales():
-        style_long = max(16, round(scale * cfg.style_scale))
-        for group, need, long in ((contents, need_c, scale), (styles, need_s, style_long)):
-            for name, shape in group:
-                h, w = size_for_long_side(shape, long)
-                if min(h, w) < need:
-                    raise UsageError(
-                        f"{name}: at a long side of {long} px it is {w}x{h}; the layers used "
-                        f"need each side to be at least {need} px (one pixel after every "
-                        f"pooling); use a larger --size or a less elongated image"
-                    )
-    largest: dict[tuple[int, int], int] = {}  # same-shape contents run together
-    for _, shape in contents:
-        hw = size_for_long_side(shape, max(cfg.resolved_scales()))
-        largest[hw] = largest.get(hw, 0) + hw[0] * hw[1]
-    need_bytes = backend.gatys_bytes(max(largest.values()), cfg.history_size)
-    budget = backend.memory_budget()
-    if need_bytes > budget:
-        raise UsageError(
-            f"--size {max(cfg.resolved_scales())}: needs about {need_bytes / 2**30:.1f} GiB "
-            f"({backend.GATYS_BYTES_PER_PIXEL:,} bytes a pixel for VGG forward and backward, plus "
-            f"the L-BFGS history), over the {budget / 2**30:.1f} GiB this machine can give "
-            f"({backend.MEMORY_SHARE:.0%} of its memory); use a smaller --size or fewer images "
-            f"of one shape"
-        )
-
-
 def _check_stylize_paths(
     contents: list[Path], styles: list[Path], outputs: list[Path], cfg: GatysConfig, weights, log
 ) -> None:
     """No output, intermediate image or log may be an input, and each must be writable."""
     from jaxstyle import fileio
-    from jaxstyle import images as imlib
 
     inputs = [*contents, *styles, *([weights] if weights else [])]
     if cfg.init not in ("content", "noise", "style"):
-        inputs.append(cfg.init)
-        try:  # fail before any work when the init image is bad
-            imlib.image_shape(cfg.init)
-        except imlib.ImageError as e:
-            raise UsageError(f"--init: {e}") from None
+        inputs.append(cfg.init)  # its header is checked by api.check_stylize
     check_outputs(_stylize_outputs(outputs, cfg), inputs)
     if log is not None:
         fileio.refuse_overwriting_inputs([log], [*inputs, *outputs])
@@ -143,21 +98,18 @@ def _check_stylize_paths(
 
 
 def _stylize_images(contents, styles, cfg: GatysConfig, preloaded) -> tuple[list, list]:
-    """Checks the images from their headers, then decodes each at the largest size used."""
+    """Checks the images from their headers (the API's checks), then decodes each at the
+    largest size used."""
+    from jaxstyle import api
     from jaxstyle import images as imlib
 
-    if cfg.style_blend_weights and len(cfg.style_blend_weights) != len(styles):
-        raise UsageError(
-            f"--style-blend-weights has {len(cfg.style_blend_weights)} values for "
-            f"{len(styles)} style images"
-        )
     if preloaded is None:
         c_shapes = [(p, imlib.image_shape(p)) for p in contents]
         s_shapes = [(p, imlib.image_shape(p)) for p in styles]
     else:
         c_shapes = [(p, a.shape[:2]) for p, a in zip(contents, preloaded[0], strict=True)]
         s_shapes = [(p, a.shape[:2]) for p, a in zip(styles, preloaded[1], strict=True)]
-    _check_stylize_shapes(c_shapes, s_shapes, cfg)
+    api.check_stylize(c_shapes, s_shapes, cfg)
     if preloaded is not None:
         return preloaded
     top = max(cfg.resolved_scales())
@@ -211,21 +163,21 @@ def run_stylize(
     finite, restarts used up) still writes its best iterate and log, prints an ``error:`` line
     per image, and its log's ``summary.failed`` lists them: the caller exits non-zero.
     """
-    from jaxstyle import gatys
+    from jaxstyle import api
     from jaxstyle import images as imlib
-    from jaxstyle.weights import load_vgg
 
     cfg.validate()
     _check_stylize_paths(contents, styles, outputs, cfg, weights, log_path)
     content_imgs, style_imgs = _stylize_images(contents, styles, cfg, preloaded)
     enable_compile_cache()
-    net = load_vgg(cfg.net, cfg.pooling, weights, progress=not quiet)
 
     def on_save(i: int, iteration: int, image) -> None:
         imlib.save_image(_intermediate_name(outputs[i], iteration), image)
 
     t0 = time.perf_counter()
-    result = gatys.stylize(content_imgs, style_imgs, net, cfg, progress=not quiet, on_save=on_save)
+    result = api.stylize_images(
+        content_imgs, style_imgs, cfg, weights=weights, progress=not quiet, on_save=on_save
+    )
     for out, img in zip(outputs, result.images, strict=True):
         imlib.save_image(out, img)
     result.log["summary"]["wall_seconds"] = time.perf_counter() - t0
@@ -380,122 +332,39 @@ def _apply_outputs(args: argparse.Namespace, inputs: list[Path]) -> list[Path]:
     return outputs
 
 
-def _check_apply_memory(files, batch_size: int, bucket: int) -> None:
-    """The largest padded image times the batch size must fit the memory budget."""
-    from jaxstyle import backend
-
-    def padded(f):
-        return math.ceil(f.shape[0] / bucket) * bucket * math.ceil(f.shape[1] / bucket) * bucket
-
-    biggest = max(files, key=padded)
-    need = padded(biggest) * min(batch_size, len(files)) * backend.JOHNSON_BYTES_PER_PIXEL
-    budget = backend.memory_budget()
-    if need > budget:
-        raise UsageError(
-            f"{biggest.path}: {biggest.shape[1]}x{biggest.shape[0]} in batches of "
-            f"{min(batch_size, len(files))} needs about {need / 2**30:.1f} GiB, over the "
-            f"{budget / 2**30:.1f} GiB this machine can give; use --size or --batch-size 1"
-        )
-
-
-#: apply's flags that only AdaIN models take.
-ADAIN_FLAGS = (
-    ("--style", "style"),
-    ("--style-weights", "style_weights"),
-    ("--alpha", "alpha"),
-    ("--style-size", "style_size"),
-)
-
-
-def _parse_style_weights(text: str | None, n: int) -> list[float] | None:
+def _parse_numbers(flag: str, text: str | None) -> list[float] | None:
+    """A comma-separated flag's numbers (their ranges are checked by api.check_apply)."""
     if text is None:
         return None
     try:
-        values = [float(v) for v in text.split(",")]
+        return [float(v) for v in text.split(",")]
     except ValueError:
-        raise UsageError(f"--style-weights: not comma-separated numbers: {text!r}") from None
-    if len(values) != n:
-        raise UsageError(f"--style-weights has {len(values)} values for {n} style images")
-    if not all(math.isfinite(v) and v >= 0 for v in values) or sum(values) <= 0:
-        raise UsageError(f"--style-weights must be finite, >= 0 and not all 0, got {text}")
-    return values
+        raise UsageError(f"{flag}: not comma-separated numbers: {text!r}") from None
 
 
-#: apply's flags that only multi-style networks take.
-MULTISTYLE_FLAGS = (("--style-index", "style_index"), ("--style-mix", "style_mix"))
-
-
-def _check_apply_flags(args: argparse.Namespace, kind: str) -> None:
-    """Refuses, before any work, a flag that does not fit the model's kind or a bad number."""
-    if kind != "multistyle":
-        for flag, dest in MULTISTYLE_FLAGS:
-            if getattr(args, dest) is not None:
-                raise UsageError(
-                    f"{flag} is for multi-style networks; {args.model} is a {kind} model"
-                )
-    elif (args.style_index is None) == (args.style_mix is None):
-        raise UsageError(
-            f"{args.model} is a multi-style network: give --style-index or --style-mix"
-        )
-    if kind != "adain":
-        for flag, dest in ADAIN_FLAGS:
-            if getattr(args, dest) is not None:
-                raise UsageError(f"{flag} is for AdaIN models; {args.model} is a {kind} network")
-        return
-    if not args.style:
-        raise UsageError(f"{args.model} is an AdaIN model: give style images with --style")
-    if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:  # NaN fails too
-        raise UsageError(f"--alpha must be in [0, 1], got {args.alpha}")
-    if args.style_size is not None and args.style_size < 0:
-        raise UsageError(f"--style-size must be >= 0, got {args.style_size}")
-    _parse_style_weights(args.style_weights, len(args.style))
-
-
-def _style_vector(args: argparse.Namespace, ncfg, meta) -> Any:
-    """A multi-style network's style weights from --style-index or --style-mix."""
-    from jaxstyle import models
-    from jaxstyle.nets.transformer_net import style_vector
-
-    if ncfg.num_styles == 1:
-        return None
-    names = models.style_names(meta)
-    listing = ", ".join(f"{i} {n}" for i, n in enumerate(names))
-    mix = None
-    if args.style_mix is not None:
-        try:
-            mix = [float(v) for v in args.style_mix.split(",")]
-        except ValueError:
-            raise UsageError(
-                f"--style-mix: not comma-separated numbers: {args.style_mix!r}"
-            ) from None
-    try:
-        return style_vector(ncfg.num_styles, args.style_index, mix)
-    except ValueError as e:
-        raise UsageError(f"{e}; {args.model} has styles {listing}") from None
-
-
-def _check_adain_sizes(files) -> None:
-    from jaxstyle.nets.adain import MIN_SIDE
-
-    for f in files:
-        if min(f.shape) < MIN_SIDE:
-            raise UsageError(
-                f"{f.path}: {f.shape[1]}x{f.shape[0]} is too small for the AdaIN encoder "
-                f"(each side at least {MIN_SIDE} px)"
-            )
+#: apply's flags, as the API's checks name them in messages (keys: api.KEYWORD_NAMES's).
+APPLY_FLAGS = {
+    "style_index": "--style-index",
+    "style_mix": "--style-mix",
+    "styles": "--style",
+    "style_weights": "--style-weights",
+    "alpha": "--alpha",
+    "style_size": "--style-size",
+    "preserve_colors": "--preserve-colors",
+    "batch_size": "--batch-size",
+    "bucket": "--bucket",
+    "smaller": "--size",
+}
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    from jaxstyle import api, models
     from jaxstyle import images as imlib
-    from jaxstyle import inference, models
 
-    for flag, value, low in (("--size", args.size, 0), ("--batch-size", args.batch_size, 1)):
-        if value < low:
-            raise UsageError(f"{flag} must be >= {low}, got {value}")
-    if args.bucket < 1:
-        raise UsageError(f"--bucket must be >= 1, got {args.bucket}")
+    if args.size < 0:
+        raise UsageError(f"--size must be >= 0, got {args.size}")
     styles = list(map(Path, args.style or []))
     inputs = _expand_images(args.inputs)
     outputs = _apply_outputs(args, inputs)
@@ -503,50 +372,31 @@ def cmd_apply(args: argparse.Namespace) -> int:
     # Headers only: every input is checked before any work, decoded one batch at a time.
     files = [imlib.ImageFile.open(p, args.size or None) for p in inputs]
     kind = models.model_kind(args.model)  # metadata only
-    _check_apply_flags(args, kind)
-    style_size = None
-    if kind == "adain":
-        style_size = 512 if args.style_size is None else args.style_size or None
-        style_files = [imlib.ImageFile.open(p) for p in styles]
-        if style_size is not None:  # enlarged too: the header's shape is not the loaded one
-            style_files = [
-                imlib.ImageFile(f.path, imlib.size_for_long_side(f.shape, style_size), style_size)
-                for f in style_files
-            ]
-        _check_adain_sizes([*files, *style_files])
-        # AdaIN runs each image alone, unpadded (bucket 1); styles are encoded the same way.
-        _check_apply_memory([*files, *style_files], 1, 1)
-    else:
-        _check_apply_memory(files, args.batch_size, max(4, args.bucket))
-    _, params, ncfg, meta = inference.load_any(args.model)
-    style = _style_vector(args, ncfg, meta) if kind == "multistyle" else None
+    # The API's checks, with flags' names in the messages, before the model is loaded.
+    request = api.check_apply(
+        kind,
+        args.model,
+        files,
+        style_index=args.style_index,
+        style_mix=_parse_numbers("--style-mix", args.style_mix),
+        styles=styles or None,
+        style_weights=_parse_numbers("--style-weights", args.style_weights),
+        alpha=args.alpha,
+        style_size=args.style_size,
+        preserve_colors=args.preserve_colors,
+        batch_size=args.batch_size,
+        bucket=args.bucket,
+        names=APPLY_FLAGS,
+    )
+    model = api.load_model(args.model)
+    model.check(request)  # a multi-style network's --style-index/--style-mix against its rows
     bar = tqdm(total=len(files), unit="img", disable=args.quiet, desc="apply")
 
     def done(i: int, image) -> None:
         imlib.save_image(outputs[i], image)
         bar.update(1)
 
-    if kind == "adain":
-        inference.apply_adain(
-            params,
-            files,
-            [inference.load_style(p, style_size) for p in styles],
-            alpha=1.0 if args.alpha is None else args.alpha,
-            style_weights=_parse_style_weights(args.style_weights, len(styles)),
-            preserve_colors=args.preserve_colors,
-            on_done=done,
-        )
-    else:
-        inference.apply_images(
-            params,
-            ncfg,
-            files,
-            batch_size=args.batch_size,
-            bucket=args.bucket,
-            style=style,
-            preserve_colors=args.preserve_colors,
-            on_done=done,
-        )
+    model.run(request, on_done=done)
     bar.close()
     return 0
 
