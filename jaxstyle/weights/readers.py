@@ -223,7 +223,8 @@ def convert_tensors(
     if arch not in spec.archs:
         raise ConvertError(
             f"{origin}: {spec.label or layout + ' layout'} holds a {'/'.join(spec.archs)}, "
-            f"not {arch}; pass --net {spec.archs[0]} (--arch {spec.archs[0]} to weights_convert)"
+            f"not {arch}; it serves where a {spec.archs[0]} is taken (stylize --net "
+            f"{spec.archs[0]}, weights_convert --arch {spec.archs[0]})"
         )
     table = spec.names(arch)
     n_file, n_arch = _count_convs(tensors, spec), len(table)
