@@ -6,14 +6,16 @@ Both runtimes were measured (JAX 0.10.2).
 What the two any-style networks of issue 9 do with one content image (``--content``, default
 tubingen, which the README's training runs did not train on):
 
-* ``multi_styles.png``: the multi-style network (``--multi``: a workdir or an exported model)
-  applied with each of its styles (``apply --style-index K``), the style images above when
-  ``--style-dir`` has them;
-* ``interpolation.png``: style A to style B in 5 steps (``--style-mix``, ``--pair A,B``);
-* ``adain_styles.png``: the AdaIN network (``--adain``) with each image of ``--style-dir``;
-* ``adain_alpha.png``: AdaIN strength alpha = 0, 0.25, 0.5, 0.75, 1 (``--alpha``);
-* ``summary.md`` and ``results.json``: each network's training (steps, crop size, wall time and
-  first/last losses from the workdir's ``metrics.jsonl`` when a workdir is given).
+* ``outputs/multi_K-STYLE.png``: the multi-style network (``--multi``: a workdir or an exported
+  model) applied with each of its styles (``apply --style-index K``);
+* ``outputs/mix_I-T.png``: style A to style B in 5 steps (``--style-mix``, ``--pair A,B``);
+* ``outputs/adain_STYLE.png``: the AdaIN network (``--adain``) with each image of
+  ``--style-dir``;
+* ``outputs/alpha_A.png``: AdaIN strength alpha = 0, 0.25, 0.5, 0.75, 1 (``--alpha``);
+* ``sheet.png``: all of them, with the content and style images;
+* ``summary.md``, ``networks.csv`` and ``results.json``: each network's training (steps, crop
+  size, wall time and first/last losses from the workdir's ``metrics.jsonl`` when a workdir is
+  given).
 
 Every image is made by the library calls ``jaxstyle apply`` makes
 (:func:`jaxstyle.inference.apply_images`, :func:`jaxstyle.inference.apply_adain`).
@@ -115,27 +117,32 @@ def main(argv: list[str] | None = None) -> dict:
     if kind != "multistyle":
         cli.fail(f"--multi {multi_path}: a {kind} model, not a multi-style network")
     names = models.style_names(meta)
-    row_styles, row_outs = [], [(content, f"content: {content_name}")]
-    for k, name in enumerate(names):
-        vec = np.eye(ncfg.num_styles, dtype=np.float32)[k]
-        y = inference.apply_images(params, ncfg, [content], style=vec)[0]
-        row_outs.append((y, f"--style-index {k}"))
+    stems = [Path(n).stem for n in names]
+
+    def save(rel: str, image: np.ndarray, label: str) -> tuple[np.ndarray, str]:
+        out.image(f"outputs/{rel}.png", image)
+        return image, label
+
+    thumbs = []
+    for name in names:
         found = paths.lookup(style_dir, Path(name).stem) if style_dir else None
         if found is not None:
-            row_styles.append((inputs.load(found, 256), name))
-    out.sheet(
-        "multi_styles.png",
-        [r for r in (row_styles, row_outs) if r],
-        f"one multi-style network, {ncfg.num_styles} styles",
-    )
+            thumbs.append((inputs.load(found, 256), name))
+    row = [(content, f"content: {content_name}")]
+    for k, stem in enumerate(stems):
+        vec = np.eye(ncfg.num_styles, dtype=np.float32)[k]
+        y = inference.apply_images(params, ncfg, [content], style=vec)[0]
+        row.append(save(f"multi_{k}-{stem}", y, f"--style-index {k}"))
+    sheet = [r for r in (thumbs, row) if r]
     a, b = args.pair
     strip = []
-    for t in np.linspace(0.0, 1.0, STEPS):
+    for i, t in enumerate(np.linspace(0.0, 1.0, STEPS)):
         mix = np.zeros(ncfg.num_styles, np.float32)
         mix[a], mix[b] = 1 - t, t
         y = inference.apply_images(params, ncfg, [content], style=mix)[0]
-        strip.append((y, f"{1 - t:.2f} {Path(names[a]).stem}\n{t:.2f} {Path(names[b]).stem}"))
-    out.sheet("interpolation.png", [strip], "--style-mix: (gamma, beta) rows blended")
+        label = f"{1 - t:.2f} {stems[a]}\n{t:.2f} {stems[b]}"
+        strip.append(save(f"mix_{i}-{t:.2f}", y, label))
+    sheet.append(strip)
 
     # AdaIN: each style of the folder, then alpha.
     kind, aparams, _, _ = inference.load_any(adain_path)
@@ -147,35 +154,47 @@ def main(argv: list[str] | None = None) -> dict:
         styles = [
             (p.stem, inference.load_style(p, args.style_size)) for p in paths.list_images(style_dir)
         ]
-    top = [(imlib.resize_long_side(s, 256), n) for n, s in styles]
-    outs = [(inference.apply_adain(aparams, [content], [s])[0], f"AdaIN: {n}") for n, s in styles]
-    out.sheet("adain_styles.png", [top, outs], "AdaIN, any style image, alpha 1")
+    sheet.append([(imlib.resize_long_side(s, 256), n) for n, s in styles])
+    sheet.append(
+        [
+            save(f"adain_{n}", inference.apply_adain(aparams, [content], [s])[0], f"AdaIN: {n}")
+            for n, s in styles
+        ]
+    )
     n0, s0 = styles[min(1, len(styles) - 1)]
-    strip = [
-        (inference.apply_adain(aparams, [content], [s0], alpha=float(al))[0], f"--alpha {al}")
-        for al in ALPHAS
-    ]
-    out.sheet("adain_alpha.png", [strip], f"AdaIN strength, style {n0}")
+    sheet.append(
+        [
+            save(
+                f"alpha_{al:.2f}",
+                inference.apply_adain(aparams, [content], [s0], alpha=float(al))[0],
+                f"--alpha {al} ({n0})",
+            )
+            for al in ALPHAS
+        ]
+    )
+    out.sheet(
+        "sheet.png",
+        sheet,
+        f"multi-style network ({ncfg.num_styles} styles), A -> B, AdaIN styles, AdaIN alpha",
+    )
 
     records = {"multi": training_record(multi_path), "adain": training_record(adain_path)}
     out.json("results.json", {"networks": records, "styles": names, "pair": [a, b]})
-    lines = []
-    for label, r in records.items():
-        if r.get("wall_hours") is not None:
-            lines.append(
-                f"- **{label}** ({r['kind']}, `{r['model']}`): {r['steps']} steps at "
-                f"{r['image_size']} px, batch {r['batch_size']}, lr {r['lr']}, "
-                f"{r['wall_hours']:.2f} h of training; total loss "
-                f"{outputs.fmt(r['first_total'])} (first record) -> "
-                f"{outputs.fmt(r['last_total'])} (last)."
-            )
-        else:
-            steps = r["steps"] or "an unrecorded number of"
-            lines.append(f"- **{label}** ({r['kind']}, `{r['model']}`): {steps} steps.")
+    columns = ["network", "kind", "steps", "image_size", "batch_size", "lr", "wall_hours"]
+    columns += ["first_total", "last_total"]
+    rows = [
+        {"network": label, **{k: v for k, v in r.items() if k in columns}}
+        for label, r in records.items()
+    ]
+    out.csv("networks.csv", rows)
     out.summary(
         "Any-style networks: a multi-style network and AdaIN",
         [
-            "## Networks\n\n" + "\n".join(lines),
+            "## Networks\n\n"
+            + outputs.md_table(rows, columns)
+            + "\nSteps, crop size, batch, learning rate, hours of training and the first and last "
+            "recorded total loss, from each workdir's `config.json` and `metrics.jsonl` (blank "
+            "for a model file).",
             f"Content: {content_name}, {content.shape[1]}x{content.shape[0]} px. Styles of "
             f"the multi-style network: {', '.join(names)}; interpolation between "
             f"{names[a]} and {names[b]}.",

@@ -35,6 +35,7 @@ FIGURES = {
     "compare_methods": ((), r"(?P<row>.+)_(?P<label>gatys|johnson)"),
     "bench_vs_torch": ((), None),
     "restarts": (("loss_curves.png",), None),
+    "any_style": ((), r"(?P<row>multi|mix|adain|alpha)_(?P<label>.+)"),
 }
 
 
