@@ -19,15 +19,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up: compilation, allocation
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from experiments.lib import timing
 
 
 def time_apply(params, config, x: np.ndarray, repeats: int) -> float:
@@ -63,8 +55,12 @@ def main() -> None:
         x = np.random.default_rng(0).random((1, size, size, 3), np.float32)
         base = time_apply(params, config, x[0], args.repeats)
         row = {
-            "stablehlo": _median_time(lambda x=x: stablehlo(x).block_until_ready(), args.repeats),
-            "savedmodel": _median_time(lambda x=x: saved(images=tf.constant(x)), args.repeats),
+            "stablehlo": timing.median_time(
+                lambda x=x: stablehlo(x).block_until_ready(), args.repeats
+            ),
+            "savedmodel": timing.median_time(
+                lambda x=x: saved(images=tf.constant(x)), args.repeats
+            ),
         }
         mb = []
         for q in (None, "float16"):
@@ -74,7 +70,7 @@ def main() -> None:
             it.allocate_tensors()
             i, o = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
             it.set_tensor(i, x)
-            row[f"tflite {q or 'f32'}"] = _median_time(it.invoke, args.repeats)
+            row[f"tflite {q or 'f32'}"] = timing.median_time(it.invoke, args.repeats)
             it.get_tensor(o)
         cells = " ".join(f"{t:6.3f} ({t / base:4.2f}x)" for t in row.values())
         print(f"{size:>5} {base:8.3f} {cells}  {mb[0]:.2f}/{mb[1]:.2f}", flush=True)

@@ -100,6 +100,25 @@ def _check_tensors(path: Path, tensors: dict, want: dict) -> None:
             raise ModelError(f"{path}: tensor {k} has shape {tensors[k].shape}, expected {shape}")
 
 
+def read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """A safetensors file's metadata and tensors.
+
+    Raises:
+        ModelError: no such file, or one safetensors cannot read.
+    """
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    if not path.is_file():
+        raise ModelError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = dict(f.metadata() or {})
+        return meta, load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - any decoder failure means a bad file
+        raise ModelError(f"{path}: not a readable safetensors file ({e})") from None
+
+
 def load_model(path: str | Path) -> tuple[str, dict, NetConfig | None, dict[str, str]]:
     """Reads a model file; checks every tensor against the architecture in its metadata.
 
@@ -111,18 +130,9 @@ def load_model(path: str | Path) -> tuple[str, dict, NetConfig | None, dict[str,
         ModelError: missing, foreign, truncated or inconsistent file.
     """
     import jax
-    from safetensors import safe_open
-    from safetensors.numpy import load_file
 
     path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: no such file")
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            meta = dict(f.metadata() or {})
-        tensors = load_file(str(path))
-    except Exception as e:  # noqa: BLE001 - any decoder failure means a bad file
-        raise ModelError(f"{path}: not a readable safetensors file ({e})") from None
+    meta, tensors = read_safetensors(path)
     kind = _kind_of(path, meta)
     if kind == "adain":
         from jaxstyle.nets.adain import ENCODERS, param_shapes

@@ -50,7 +50,7 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from jaxstyle import fileio
+from jaxstyle import fileio, models
 from jaxstyle.configs import AdainTrainConfig
 from jaxstyle.nets import adain
 from jaxstyle.nets.vgg import VGGNet
@@ -208,18 +208,13 @@ def _write_encoder(workdir: Path, vgg: dict, encoder: str) -> None:
 
 def _read_encoder(workdir: Path, encoder: str) -> dict:
     """The encoder saved in ``workdir``, checked against ``encoder``'s shapes."""
-    from safetensors import safe_open
-    from safetensors.numpy import load_file
-
     path = workdir / ENCODER_FILE
     if not path.is_file():
         raise TrainError(f"{workdir}: no {ENCODER_FILE} (the frozen encoder of this run)")
     try:
-        with safe_open(str(path), framework="numpy") as f:
-            meta = dict(f.metadata() or {})
-        tensors = load_file(str(path))
-    except Exception as e:  # noqa: BLE001 - any decoder failure means a bad file
-        raise TrainError(f"{path}: not a readable safetensors file ({e})") from None
+        meta, tensors = models.read_safetensors(path)
+    except models.ModelError as e:
+        raise TrainError(str(e)) from None
     want = traverse_util.flatten_dict(adain.param_shapes(encoder)["vgg"], sep=".")
     got = {k: v.shape for k, v in tensors.items()}
     if meta.get("encoder") != encoder or got != {k: tuple(v) for k, v in want.items()}:
