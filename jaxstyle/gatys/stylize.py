@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -27,7 +27,7 @@ from jaxstyle.configs import GatysConfig
 from jaxstyle.gatys import programs
 from jaxstyle.gatys.lbfgs import num_evaluations
 from jaxstyle.gatys.objective import loss_weights, objective
-from jaxstyle.nets.vgg import VGGNet
+from jaxstyle.nets.vgg import VGGNet, layer_names
 
 #: Restarts per image and scale before the optimisation of that image is abandoned (best kept).
 MAX_RESTARTS = 5
@@ -93,6 +93,7 @@ def stylize(
     objective: programs.Objective = objective,
     callback: Callable[[int, int, dict[str, float], np.ndarray], None] | None = None,
     callback_every: int = 1,
+    aux: Sequence[Mapping[str, np.ndarray]] | None = None,
 ) -> GatysResult:
     """Stylises each content image with the blend of ``styles``.
 
@@ -116,6 +117,12 @@ def stylize(
             post-processed), HWC float32 at the current scale. Each call copies the batch's
             images from the device, and chunks of iterations end at every call.
         callback_every: iterations between calls of ``callback`` (>= 1).
+        aux: per content image, extra per-pixel inputs of ``objective``: a mapping of names to
+            (H, W, C) float arrays at that content image's full size (all images the same
+            names). At each scale each is resized to the scale's image size and reaches the
+            objective in its ``content_t`` argument under its name, as an (h, w, C) array; so
+            they are program arguments (a new frame or mask needs no recompilation). A name
+            must not be a layer of the network.
 
     Returns:
         A :class:`GatysResult`.
@@ -130,6 +137,7 @@ def stylize(
         raise ValueError("need at least one content and one style image")
     if callback_every < 1:
         raise ValueError(f"callback_every must be >= 1, got {callback_every}")
+    _check_aux(aux, contents, net)
     net = net.with_pooling(cfg.pooling)
     weights = loss_weights(cfg, len(styles))
     pcfg = programs.program_config(cfg)
@@ -149,7 +157,10 @@ def stylize(
         style_long = max(16, round(scale * cfg.style_scale))
         base_styles = [imlib.resize_long_side(s, style_long) for s in styles]
         for idx in _groups(sized).values():
-            args = (net, *targets(net, cfg, [sized[i] for i in idx], base_styles), weights)
+            content_t, style_g = targets(net, cfg, [sized[i] for i in idx], base_styles)
+            if aux is not None:
+                content_t = {**content_t, **_aux_at(aux, idx, sized[idx[0]].shape[:2])}
+            args = (net, content_t, style_g, weights)
             x, key = starts(cfg, si, [sized[i] for i in idx], base_styles, results, idx, key)
             group = _Group(scale, si * cfg.iterations, idx, [sized[i] for i in idx])
             best = optimise(run, cfg, pcfg, objective, group, x, args, bar, report)
@@ -170,6 +181,39 @@ def stylize(
     log = {"config": dataclasses.asdict(cfg), "iterations": run.records}
     log["summary"] = _summary(run, net, pcfg)
     return GatysResult(images=final, log=log, failed=list(run.failed))
+
+
+def _check_aux(aux, contents: Sequence[np.ndarray], net: VGGNet) -> None:
+    """Raises ValueError unless ``aux`` has one mapping per content image, the same names in
+    each, none a layer name, each value (H, W, C) at its content image's size."""
+    if aux is None:
+        return
+    if len(aux) != len(contents):
+        raise ValueError(f"aux has {len(aux)} entries for {len(contents)} content images")
+    names = set(aux[0]) if aux else set()
+    for i, (extra, content) in enumerate(zip(aux, contents, strict=True)):
+        if set(extra) != names:
+            raise ValueError(f"aux[{i}] has names {sorted(extra)}, aux[0] {sorted(names)}")
+        for name, a in extra.items():
+            if name in layer_names(net.arch):
+                raise ValueError(f"aux name {name!r} is a layer of the network")
+            if np.ndim(a) != 3 or np.shape(a)[:2] != content.shape[:2]:
+                raise ValueError(
+                    f"aux[{i}][{name!r}] has shape {np.shape(a)}; expected (H, W, C) with "
+                    f"(H, W) = {content.shape[:2]}, the content image's size"
+                )
+
+
+def _aux_at(aux, idx: Sequence[int], size: tuple[int, int]) -> dict[str, jax.Array]:
+    """The batch ``idx``'s auxiliary inputs resized to ``size``, stacked: name -> (B, h, w, C)."""
+
+    def at(a: np.ndarray) -> np.ndarray:
+        a = np.asarray(a, np.float32)
+        if a.shape[:2] == size:
+            return a
+        return np.asarray(jax.image.resize(a, (*size, a.shape[2]), "linear"))
+
+    return {n: jnp.asarray(np.stack([at(aux[i][n]) for i in idx])) for n in aux[idx[0]]}
 
 
 def _image_log() -> dict[str, Any]:
