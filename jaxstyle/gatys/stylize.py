@@ -94,6 +94,7 @@ def stylize(
     callback: Callable[[int, int, dict[str, float], np.ndarray], None] | None = None,
     callback_every: int = 1,
     aux: Sequence[Mapping[str, np.ndarray]] | None = None,
+    init_images: Sequence[np.ndarray] | None = None,
 ) -> GatysResult:
     """Stylises each content image with the blend of ``styles``.
 
@@ -123,6 +124,9 @@ def stylize(
             objective in its ``content_t`` argument under its name, as an (h, w, C) array; so
             they are program arguments (a new frame or mask needs no recompilation). A name
             must not be a layer of the network.
+        init_images: per content image, its starting image (HWC RGB in [0, 1], resized to
+            the first scale) instead of ``cfg.init``: a video frame starts from the previous
+            output warped to it.
 
     Returns:
         A :class:`GatysResult`.
@@ -138,6 +142,8 @@ def stylize(
     if callback_every < 1:
         raise ValueError(f"callback_every must be >= 1, got {callback_every}")
     _check_aux(aux, contents, net)
+    if init_images is not None and len(init_images) != len(contents):
+        raise ValueError(f"{len(init_images)} init_images for {len(contents)} content images")
     net = net.with_pooling(cfg.pooling)
     weights = loss_weights(cfg, len(styles))
     pcfg = programs.program_config(cfg)
@@ -161,7 +167,12 @@ def stylize(
             if aux is not None:
                 content_t = {**content_t, **_aux_at(aux, idx, sized[idx[0]].shape[:2])}
             args = (net, content_t, style_g, weights)
-            x, key = starts(cfg, si, [sized[i] for i in idx], base_styles, results, idx, key)
+            # init_images stand in for a previous scale's results (resized the same way).
+            given = si == 0 and init_images is not None
+            x, key = starts(
+                cfg, 1 if given else si, [sized[i] for i in idx], base_styles,
+                init_images if given else results, idx, key,
+            )  # fmt: skip
             group = _Group(scale, si * cfg.iterations, idx, [sized[i] for i in idx])
             best = optimise(run, cfg, pcfg, objective, group, x, args, bar, report)
             for b, i in enumerate(idx):
