@@ -15,6 +15,8 @@ from dataclasses import field
 from typing import Any
 
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+#: The smallest ``--tile`` (a tile smaller than the network's deepest pooling step is all seam).
+MIN_TILE = 32
 
 
 def check_finite(cfg: Any) -> None:
@@ -92,6 +94,26 @@ class GatysConfig:
         "over one compiled step), or auto (the faster on this backend: host on CPU)",
         choices=("auto", "device", "host"),
     )
+    tile: int = _f(
+        0,
+        "optimise scales larger than this many pixels a side in overlapping tiles of this "
+        "side, each against the whole style image's Gram matrices (memory bounded by the "
+        "tile); 0: only the scales over the memory budget, with tiles that fit it",
+    )
+    tile_halo: int = _f(
+        64, "pixels of context around each tile that the network sees but the tile leaves as is"
+    )
+    tile_iterations: int = _f(
+        10,
+        "iterations per tile before the next tile (a sweep); the tile grid shifts by half "
+        "a tile between sweeps",
+    )
+    style_masks: tuple[str, ...] = _f(
+        (),
+        "one grayscale mask image per style image (white: where that style goes); each "
+        "style's Gram matrices are taken over its region only",
+        nargs="+",
+    )
 
     def resolved_scales(self) -> tuple[int, ...]:
         return tuple(self.scales) if self.scales else (self.size,)
@@ -127,6 +149,17 @@ class GatysConfig:
             raise ValueError("--save-every must be >= 0")
         if self.progress_every < 1 or self.history_size < 1:
             raise ValueError("--progress-every and --history-size must be >= 1")
+        if self.tile < 0 or 0 < self.tile < MIN_TILE:
+            raise ValueError(
+                f"--tile {self.tile} is too small: at least {MIN_TILE} pixels (0: automatic)"
+            )
+        if self.tile_halo < 0 or self.tile_iterations < 1:
+            raise ValueError("--tile-halo must be >= 0 and --tile-iterations >= 1")
+        if self.style_masks and self.style_blend_weights:
+            raise ValueError(
+                "--style-masks gives each style its own region; --style-blend-weights does not "
+                "apply with them"
+            )
 
 
 JOHNSON_STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
@@ -247,6 +280,8 @@ def add_config_flags(
             kw["help"] += " (default: %(default)s)"
         if "choices" in f.metadata:
             kw["choices"] = f.metadata["choices"]
+        if f.metadata.get("nargs"):  # space-separated values (file names), not comma-separated
+            kw.update(nargs=f.metadata["nargs"], type=typing.get_args(hint)[0], metavar="FILE")
         parser.add_argument(flag, dest=f.name, **kw)
 
 
@@ -255,7 +290,8 @@ def config_from_args(cls: type, args: argparse.Namespace):
     values = {
         f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)
     }
-    return cls(**values)
+    # nargs flags give lists; the config is frozen and hashable
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def config_from_kwargs(cls: type, options: Mapping[str, Any], also: Sequence[str] = ()):

@@ -8,6 +8,7 @@ import numpy as np
 
 from jaxstyle import losses
 from jaxstyle.configs import GatysConfig
+from jaxstyle.gatys import regions
 from jaxstyle.nets.vgg import VGGNet
 
 
@@ -25,7 +26,10 @@ def objective(
     Args:
         x: the image, (H, W, 3) in [0, 1].
         net: the loss network.
-        content_t: content features by layer, each (1, h, w, c).
+        content_t: content features by layer, each (1, h, w, c), and the per-pixel inputs
+            given as ``aux`` to :func:`jaxstyle.gatys.stylize` by name; with
+            :data:`regions.STYLE_MASKS` ((h, w, S)) each style's Gram matrix is taken over
+            its mask's region (:func:`regions.masked_style_loss`).
         style_g: style Gram matrices by layer, each (S, c, c) for S style images.
         weights: the loss weights of :func:`loss_weights`.
         content_layers, style_layers: the layers the loss uses.
@@ -35,6 +39,8 @@ def objective(
     """
     layers = tuple(dict.fromkeys(content_layers + style_layers))
     feats = net.features(x[None], layers)
+    if regions.STYLE_MASKS in content_t:  # each style over its own region (--style-masks)
+        return _masked_loss(x, feats, content_t, style_g, weights, content_layers, style_layers)
     return losses.gatys_loss(
         feats,
         x[None],
@@ -46,6 +52,22 @@ def objective(
         style_layer_weights={n: weights["layers"][i] for i, n in enumerate(style_layers)},
         style_blend_weights=weights["blend"],
     )
+
+
+def _masked_loss(x, feats, content_t, style_g, weights, content_layers, style_layers):
+    """:func:`objective` with style masks: the content and TV terms as
+    :func:`jaxstyle.losses.gatys_loss`, the style term :func:`regions.masked_style_loss` (each
+    style against its own region; blend weights do not apply)."""
+    content = sum(losses.content_loss(feats[n], content_t[n])[0] for n in content_layers)
+    style = regions.masked_style_loss(
+        {n: feats[n] for n in style_layers},
+        content_t[regions.STYLE_MASKS],
+        {n: style_g[n] for n in style_layers},
+        {n: weights["layers"][i] for i, n in enumerate(style_layers)},
+    )
+    tv = losses.tv_loss(x[None])[0]
+    total = weights["content"] * content + weights["style"] * style + weights["tv"] * tv
+    return total, {"content": content, "style": style, "tv": tv, "total": total}
 
 
 def loss_weights(cfg: GatysConfig, n_styles: int) -> dict[str, jax.Array]:
