@@ -509,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_adain_parser(sub)
     _add_feed_forward_parsers(sub)
     _add_weights_parser(sub)
+    _add_serve_parser(sub)
     return parser
 
 
@@ -596,6 +597,86 @@ def _add_weights_parser(sub) -> None:
     # and refuses a bare `weights verify` (Python <= 3.12); names are checked in cmd_weights.
     v.add_argument("names", nargs="*", metavar="{vgg16,vgg19}", help="default: every cached file")
     p.set_defaults(func=cmd_weights)
+
+
+# ---------------------------------------------------------------------------------------------
+# serve.
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Checks the flags, binds the port (a port in use is a one-line error), then serves."""
+    import ipaddress
+    import math
+    import socket
+
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be in 0..65535 (0: any free port), got {args.port}")
+    if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb > 0):
+        raise UsageError(f"--max-upload-mb must be a positive number, got {args.max_upload_mb}")
+    if args.models is not None and not Path(args.models).is_dir():
+        raise UsageError(f"{args.models}: no such folder (--models: a folder of model files)")
+    if args.weights is not None and not Path(args.weights).is_file():
+        raise UsageError(f"{args.weights}: no such file (--weights)")
+    try:
+        from jaxstyle import serve
+    except ImportError as e:
+        raise UsageError(
+            f"jaxstyle serve needs the web server packages ({e.name} is missing): pip install "
+            f'"jaxstyle[serve]"'
+        ) from None
+    try:
+        family = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((args.host, args.port))
+    except OSError as e:  # socket.gaierror included
+        raise UsageError(f"{args.host}:{args.port}: cannot listen ({e.strerror or e})") from None
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"jaxstyle serve: http://{shown}:{port}/ (Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        print(
+            f"warning: {host} is reachable from other machines; the server has no passwords",
+            file=sys.stderr,
+        )
+    enable_compile_cache()
+    serve.serve(
+        sock,
+        args.models,
+        weights=args.weights,
+        max_upload_bytes=int(args.max_upload_mb * 2**20),
+        quiet=args.quiet,
+    )
+    return 0
+
+
+def _add_serve_parser(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="a local web page: stylise with live progress, or apply trained models",
+        description="Serve a web page and its HTTP API (README, 'Local web page'): Gatys runs "
+        "as queued jobs with live progress, models under --models answer at once.",
+    )
+    p.add_argument("--port", type=int, default=8000, help="(default: %(default)s; 0: any free)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s, this machine only)",
+    )
+    p.add_argument("--models", metavar="DIR", help="model files and training workdirs to offer")
+    p.add_argument("--weights", help="VGG weights file for stylize jobs (default: the cache)")
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=50.0,
+        help="largest request body, all its files together, in MiB (default: %(default)s)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no request log")
+    p.set_defaults(func=cmd_serve)
 
 
 # ---------------------------------------------------------------------------------------------
