@@ -198,15 +198,81 @@ class ImageFile:
     path: Path
     shape: tuple[int, int]
     long_side: int | None = None
+    alpha: bool = False  # the file has transparency (see load_alpha)
 
     @classmethod
     def open(cls, path: str | Path, long_side: int | None = None) -> ImageFile:
         """Reads and checks the header of ``path``; raises ImageError for a bad file."""
-        return cls(Path(path), image_shape(path, long_side), long_side)
+        return cls(Path(path), image_shape(path, long_side), long_side, has_alpha(path))
 
     def load(self) -> np.ndarray:
         """The pixels, float32 HWC RGB in [0, 1]."""
         return load_image(self.path, self.long_side)
+
+    def load_alpha(self) -> np.ndarray | None:
+        """The transparency, float32 HW in [0, 1] the size of :meth:`load`'s; ``None``
+        for an opaque file."""
+        return load_alpha(self.path, self.long_side) if self.alpha else None
+
+
+#: Modes whose images carry an alpha channel (a palette image may carry one in its info).
+ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+#: Output formats that keep an alpha channel.
+ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF"})
+
+
+def _alpha_in(img: Image.Image) -> bool:
+    return img.mode in ALPHA_MODES or (img.mode == "P" and "transparency" in img.info)
+
+
+def has_alpha(path: str | Path) -> bool:
+    """Whether the image file has transparency (an alpha channel, or a palette's), from its
+    header."""
+    return bool(_guarded(Path(path), _alpha_in))
+
+
+def load_alpha(path: str | Path, long_side: int | None = None) -> np.ndarray | None:
+    """The alpha channel of an image file as float32 HW in [0, 1], upright and the size
+    :func:`load_image` gives with the same ``long_side``; ``None`` for an opaque file.
+
+    The network sees the image composited over white (:func:`load_image`); the alpha is put
+    back on its output (:func:`save_image` with four channels).
+    """
+    path = Path(path)
+
+    def read(img: Image.Image) -> np.ndarray | None:
+        if not _alpha_in(img):
+            return None
+        img = ImageOps.exif_transpose(img.convert("RGBA"))
+        return np.asarray(img.getchannel("A"), dtype=np.float32) / 255.0
+
+    alpha = _guarded(path, read)
+    if alpha is None:
+        return None
+    h, w = image_shape(path, long_side)
+    return resize(alpha[..., None], h, w)[..., 0]
+
+
+def with_alpha(image: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """``image`` (HWC RGB) with ``alpha`` (HW, resized to the image if needed) as a fourth
+    channel; ``image`` itself when ``alpha`` is ``None``."""
+    if alpha is None:
+        return image
+    if alpha.shape[:2] != image.shape[:2]:
+        alpha = resize(alpha[..., None], *image.shape[:2])[..., 0]
+    return np.concatenate([image[..., :3], alpha[..., None].astype(np.float32)], axis=-1)
+
+
+def split_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An HWC RGBA float image in [0, 1] as (RGB composited over white, alpha), as
+    :func:`load_image` and :func:`load_alpha` read a file."""
+    rgb, alpha = image[..., :3], image[..., 3:]
+    return (rgb * alpha + (1.0 - alpha)).astype(np.float32), alpha[..., 0].astype(np.float32)
+
+
+def keeps_alpha(path: str | Path) -> bool:
+    """Whether ``path``'s format (from its extension) can hold an alpha channel."""
+    return _FORMATS.get(Path(path).suffix.lower()) in ALPHA_FORMATS
 
 
 def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -253,6 +319,9 @@ def check_output_path(path: str | Path) -> str:
 def save_image(path: str | Path, image: np.ndarray) -> Path:
     """Writes an HWC RGB float image in [0, 1] atomically (the format from the extension).
 
+    A fourth channel is alpha: written as RGBA where the format keeps it
+    (:data:`ALPHA_FORMATS`), dropped (the RGB as it is) where it does not.
+
     Raises:
         ImageError: unknown extension, or an image that is not finite.
     """
@@ -262,8 +331,9 @@ def save_image(path: str | Path, image: np.ndarray) -> Path:
         raise ImageError(f"{path}: refusing to write an image with non-finite values")
     u8 = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     kwargs = {"quality": 95} if fmt == "JPEG" else {}
+    mode = "RGBA" if u8.shape[-1] == 4 and fmt in ALPHA_FORMATS else "RGB"
     with atomic_path(path) as tmp:
-        Image.fromarray(u8, mode="RGB").save(tmp, format=fmt, **kwargs)
+        Image.fromarray(u8[..., : len(mode)], mode=mode).save(tmp, format=fmt, **kwargs)
     return Path(path)
 
 
