@@ -508,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_train_adain_parser(sub)
     _add_feed_forward_parsers(sub)
+    _add_video_parser(sub)
     _add_weights_parser(sub)
     _add_serve_parser(sub)
     return parser
@@ -605,6 +606,7 @@ def _add_weights_parser(sub) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Checks the flags, binds the port (a port in use is a one-line error), then serves."""
+    import contextlib
     import ipaddress
     import math
     import socket
@@ -644,13 +646,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     enable_compile_cache()
-    serve.serve(
-        sock,
-        args.models,
-        weights=args.weights,
-        max_upload_bytes=int(args.max_upload_mb * 2**20),
-        quiet=args.quiet,
-    )
+    # uvicorn re-raises Ctrl-C after its graceful shutdown: for a server, the normal end.
+    with contextlib.suppress(KeyboardInterrupt):
+        serve.serve(
+            sock,
+            args.models,
+            weights=args.weights,
+            max_upload_bytes=int(args.max_upload_mb * 2**20),
+            quiet=args.quiet,
+        )
+    print("jaxstyle serve: stopped", file=sys.stderr)
     return 0
 
 
@@ -725,12 +730,297 @@ def _add_train_adain_parser(sub) -> None:
     p.set_defaults(func=cmd_train_adain)
 
 
+# ---------------------------------------------------------------------------------------------
+# video.
+
+#: Flags only a --model run takes (default None: not given).
+_VIDEO_FEED_FORWARD = ("batch_size", "style_index", "style_mix", "style_weights", "alpha")
+_VIDEO_FEED_FORWARD += ("style_size",)
+#: Flags only a Gatys run takes besides GatysConfig's (default None: not given).
+_VIDEO_GATYS = ("weights", "iterations_next", "temporal_weight")
+#: GatysConfig fields without a video flag: one size for every frame (--size, which serves
+#: --model too), no intermediate images, no tiles or masks per frame; --preserve-colors is
+#: video's own flag (both kinds of run take it).
+_VIDEO_SKIP = ("size", "scales", "save_every", "tile", "tile_halo", "tile_iterations")
+_VIDEO_SKIP += ("style_masks", "preserve_colors")
+
+
+def _check_video_flags(args: argparse.Namespace) -> None:
+    """Each flag belongs to one kind of run: --model (feed-forward) or --style alone (Gatys)."""
+    from jaxstyle import video
+
+    if args.model is None and not args.style:
+        raise UsageError(
+            "give --model MODEL (a feed-forward network) or --style STYLE (Gatys' method with "
+            "Ruder et al.'s temporal term)"
+        )
+    if args.size < 0:
+        raise UsageError(f"--size must be >= 0 (0: the video's own size), got {args.size}")
+    if not 0 <= args.crf <= 51:
+        raise UsageError(f"--crf must be in 0..51 (x264's quality scale), got {args.crf}")
+    if args.model is None:
+        given = [n for n in _VIDEO_FEED_FORWARD if getattr(args, n) is not None]
+        if given:
+            raise UsageError(f"{APPLY_FLAGS[given[0]]} is for --model runs")
+        return
+    defaults = {"iterations": video.FIRST_ITERATIONS}
+    given = [n for n in _VIDEO_GATYS if getattr(args, n) is not None]
+    given += [
+        f.name
+        for f in dataclasses.fields(GatysConfig)
+        if f.name not in _VIDEO_SKIP
+        and hasattr(args, f.name)
+        and getattr(args, f.name) != defaults.get(f.name, f.default)
+    ]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise UsageError(f"{flag} is for Gatys runs (--style without --model)")
+
+
+def _video_gatys_setup(args, info, styles: list[Path], work: tuple[int, int]):
+    """Checks a Gatys video run before any work; returns ``load()``, which loads the network
+    and the styles and returns the frame runner."""
+    import math
+
+    from jaxstyle import api, video
+    from jaxstyle import images as imlib
+
+    cfg = config_from_args(GatysConfig, args)
+    cfg = dataclasses.replace(cfg, size=max(work))
+    cfg.validate()
+    nxt = video.NEXT_ITERATIONS if args.iterations_next is None else args.iterations_next
+    weight = video.TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight
+    if nxt < 0:
+        raise UsageError(f"--iterations-next must be >= 0, got {nxt}")
+    if not (math.isfinite(weight) and weight >= 0):
+        raise UsageError(f"--temporal-weight must be a finite number >= 0, got {weight}")
+    shapes = [(str(s), imlib.image_shape(s)) for s in styles]
+    api.check_stylize([(str(info.path), work)], shapes, cfg)
+    settings = {
+        "mode": "gatys",
+        "styles": list(map(str, styles)),
+        "iterations_first": cfg.iterations,
+        "iterations_next": nxt,
+        "temporal_weight": weight,
+        "work_size": [work[1], work[0]],
+        "config": dataclasses.asdict(cfg),
+    }
+
+    def load():
+        from jaxstyle.weights import load_vgg
+
+        enable_compile_cache()
+        net = load_vgg(cfg.net, cfg.pooling, args.weights, progress=not args.quiet)
+        style_long = max(16, round(cfg.size * cfg.style_scale))
+        style_imgs = [imlib.load_image(s, style_long) for s in styles]
+
+        def run(frames, write, on_frame, on_iteration):
+            return video.stylize_video(
+                frames, write, style_imgs, net, cfg, work_shape=work, out_shape=info.shape,
+                next_iterations=nxt, temporal_weight=weight, on_frame=on_frame,
+                on_iteration=on_iteration,
+            )  # fmt: skip
+
+        return run
+
+    return settings, load
+
+
+def _video_feed_forward_setup(args, info, styles: list[Path], work: tuple[int, int]):
+    """Checks a feed-forward video run before any work (the API's checks, with video's flag
+    names); returns ``load()``, which loads the model and returns the frame runner."""
+    import numpy as np
+
+    from jaxstyle import api, models, video
+
+    kind = models.model_kind(args.model)  # metadata only
+    batch = 8 if args.batch_size is None else args.batch_size
+    placeholder = np.zeros((*work, 3), np.uint8)  # the frames' shape, for the memory check
+    request = api.check_apply(
+        kind,
+        args.model,
+        [placeholder] * max(1, min(batch, 64)),
+        style_index=args.style_index,
+        style_mix=_parse_numbers("--style-mix", args.style_mix),
+        styles=styles or None,
+        style_weights=_parse_numbers("--style-weights", args.style_weights),
+        alpha=args.alpha,
+        style_size=args.style_size,
+        preserve_colors=args.preserve_colors,
+        batch_size=batch,
+        bucket=4,  # every frame has one size: pad only to the network's multiple of 4
+        names=APPLY_FLAGS,  # the same flags as apply's
+    )
+    settings = {"mode": "feed-forward", "model": str(args.model), "kind": kind}
+    settings.update(batch_size=batch, work_size=[work[1], work[0]])
+
+    def load():
+        from jaxstyle import inference
+        from jaxstyle.images import ImageFile
+
+        enable_compile_cache()
+        model = api.load_model(args.model)
+        model.check(request)  # a multi-style network's --style-index/--style-mix against its rows
+        loaded = [  # AdaIN's style files decoded once, not per batch
+            inference.load_style(s.path, request.style_size) if isinstance(s, ImageFile) else s
+            for s in request.styles
+        ]
+        ready = dataclasses.replace(request, styles=loaded)
+
+        def run(frames, write, on_frame, on_iteration):
+            return video.feed_forward_video(
+                frames, write, model, ready, work_shape=work, out_shape=info.shape,
+                measure=args.report is not None, on_frame=on_frame,
+            )  # fmt: skip
+
+        return run
+
+    return settings, load
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    import itertools
+
+    from tqdm.auto import tqdm
+
+    from jaxstyle import fileio, video
+    from jaxstyle import images as imlib
+
+    video.require()
+    _check_video_flags(args)
+    info = video.probe(args.input)
+    out = Path(args.output)
+    styles = list(map(Path, args.style or []))
+    inputs = [info.path, *styles, *[p for p in (args.model, args.weights) if p]]
+    video.check_output(out, inputs)
+    report_path = Path(args.report) if args.report else None
+    if report_path is not None:
+        fileio.refuse_overwriting_inputs([report_path], [*inputs, out])
+        fileio.check_writable(report_path)
+    work = info.shape if not args.size else imlib.size_for_long_side(info.shape, args.size)
+    setup = _video_gatys_setup if args.model is None else _video_feed_forward_setup
+    settings, load = setup(args, info, styles, work)
+    frames = video.read_frames(info)
+    first = next(frames, None)  # an empty or undecodable stream fails before any loading
+    if first is None:
+        raise video.VideoError(f"{info.path}: holds no video frames")
+    bar = tqdm(total=info.frames, unit="frame", desc="video", disable=args.quiet, file=sys.stderr)
+
+    def on_frame(row: dict) -> None:
+        bar.update(1)
+        if row.get("flicker") is not None:
+            bar.set_postfix(flicker=f"{row['flicker']:.2f}")
+
+    def on_iteration(t: int, iteration: int, losses: dict) -> None:
+        bar.set_postfix(frame=t + 1, it=iteration, loss=f"{losses.get('total', 0):.4g}")
+
+    # Loading inside: a failed load leaves no output and no temporary file either.
+    with video.Writer(out, info, crf=args.crf) as writer:
+        run = load()
+        log = run(itertools.chain([first], frames), writer.write, on_frame, on_iteration)
+    bar.close()
+    settings.update(crf=args.crf, preserve_colors=args.preserve_colors, audio=writer.audio_note)
+    record = video.report(log, info, out, settings)
+    if report_path is not None:
+        with fileio.atomic_path(report_path) as tmp:
+            tmp.write_text(json.dumps(record, indent=1))
+    failed = [f"frame {r['frame']}: {m}" for r in log.rows for m in r.get("failed", [])]
+    for reason in failed:
+        print(f"error: {reason}", file=sys.stderr)
+    if not args.quiet:
+        s = record["summary"]
+        flick = s["flicker_mean"]
+        what = "" if flick is None else f"; flicker {flick:.2f} (0-255, consistent pixels)"
+        later = s["later_frame_seconds_mean"]
+        times = f"frame 1 {s['first_frame_seconds']:.1f} s" + (
+            "" if later is None else f", then {later:.2f} s a frame"
+        )
+        print(
+            f"wrote {out}: {writer.frames} frames, {info.width}x{info.height} at "
+            f"{float(info.fps):.6g} fps, audio {writer.audio_note}{what}; {times}",
+            file=sys.stderr,
+        )
+    return EXIT_FAILED if failed else 0
+
+
+def _add_video_parser(sub) -> None:
+    from jaxstyle import video
+
+    p = sub.add_parser(
+        "video",
+        help="stylise a video: a feed-forward model, or Gatys' method with Ruder et al.'s "
+        "temporal term",
+        description="Stylise every frame of a video, streamed, keeping its frame rate, frame "
+        "count, size and audio. --model: a trained network, frames in batches. --style alone: "
+        "Gatys' method per frame, each frame starting from the previous output warped by "
+        "optical flow (OpenCV DIS) with a temporal loss on pixels where forward and backward "
+        "flow agree (Ruder, Dosovitskiy & Brox 2016).",
+    )
+    p.add_argument("input", metavar="INPUT", help="a video file (any format ffmpeg reads)")
+    p.add_argument("-o", "--output", required=True, help="the output: .mp4, .mkv or .mov")
+    p.add_argument("--model", help="a feed-forward model: a workdir or a model file")
+    p.add_argument(
+        "--style",
+        nargs="+",
+        metavar="STYLE",
+        help="without --model: the style image(s) of Gatys' method; with an AdaIN --model: its "
+        "style image(s)",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=0,
+        help="stylise frames at this long side; the output keeps the input's size (default: 0, "
+        "the input's size)",
+    )
+    p.add_argument(
+        "--preserve-colors",
+        default="none",
+        choices=("none", "luminance", "histogram"),
+        help="keep the frames' colours, as stylize and apply (default: %(default)s)",
+    )
+    p.add_argument(
+        "--crf",
+        type=int,
+        default=video.DEFAULT_CRF,
+        help="H.264 quality, 0 (lossless) to 51 (default: %(default)s)",
+    )
+    p.add_argument("--report", help="write a JSON record: per-frame flicker, losses and times")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    ff = p.add_argument_group("feed-forward models (--model)")
+    ff.add_argument("--batch-size", type=int, help="frames per batch (default: 8)")
+    ff.add_argument("--style-index", type=int, metavar="K", help="multi-style: the style")
+    ff.add_argument("--style-mix", metavar="W0,W1,...", help="multi-style: a blend of styles")
+    ff.add_argument("--style-weights", metavar="W1,W2,...", help="AdaIN: one weight per style")
+    ff.add_argument("--alpha", type=float, help="AdaIN: strength in [0, 1] (default: 1)")
+    ff.add_argument("--style-size", type=int, metavar="N", help="AdaIN: style long side (512)")
+    g = p.add_argument_group("Gatys' method (--style without --model)")
+    g.add_argument(
+        "--iterations-next",
+        type=int,
+        help=f"iterations of every frame after the first, which starts from the previous "
+        f"output warped (default: {video.NEXT_ITERATIONS})",
+    )
+    g.add_argument(
+        "--temporal-weight",
+        type=float,
+        help=f"weight of the temporal term mean(c * (x - warped previous)^2) over consistent "
+        f"pixels c; 0 disables it (default: {video.TEMPORAL_WEIGHT:g})",
+    )
+    g.add_argument("--weights", help="VGG weights file (any format weights_convert reads)")
+    add_config_flags(
+        g, GatysConfig, skip=_VIDEO_SKIP, defaults={"iterations": video.FIRST_ITERATIONS}
+    )
+    p.set_defaults(func=cmd_video)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from jaxstyle.fileio import OutputError
     from jaxstyle.images import ImageError, configure_pillow
     from jaxstyle.input_pipeline import DataError
     from jaxstyle.models import ModelError
     from jaxstyle.train import TrainError
+    from jaxstyle.video import VideoError
     from jaxstyle.weights import WeightsError
 
     args = build_parser().parse_args(argv)
@@ -745,6 +1035,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ModelError,
         TrainError,
         DataError,
+        VideoError,
         ValueError,
     ) as e:
         print(f"error: {e}", file=sys.stderr)
