@@ -24,7 +24,7 @@ import numpy as np
 from jaxstyle import images as imlib
 from jaxstyle import losses
 from jaxstyle.configs import GatysConfig
-from jaxstyle.gatys import programs
+from jaxstyle.gatys import programs, regions, tiles
 from jaxstyle.gatys.lbfgs import num_evaluations
 from jaxstyle.gatys.objective import loss_weights, objective
 from jaxstyle.nets.vgg import VGGNet, layer_names
@@ -149,24 +149,32 @@ def stylize(
     pcfg = programs.program_config(cfg)
     scales = cfg.resolved_scales()
     sized_per_scale = [[imlib.resize_long_side(c, s) for c in contents] for s in scales]
-    n_groups = sum(len(_groups(sized)) for sized in sized_per_scale)
-    bar = tqdm(
-        total=cfg.iterations * n_groups, unit="it", disable=not progress, desc="stylize",
-        file=sys.stderr,
+    report = _Report(on_save, callback, callback_every)
+    plans = [{k: tiles.plan(cfg, k[:2], len(i)) for k, i in _groups(sized).items()}
+             for sized in sized_per_scale]  # fmt: skip
+    if any(p for per_scale in plans for p in per_scale.values()):
+        tiles.check_objective(objective, aux[0] if aux else {})
+    units = sum(
+        cfg.iterations if p is None else
+        tiles.bar_units(cfg, k[:2], p, len(g), si * cfg.iterations, report.periods(cfg))
+        for si, sized in enumerate(sized_per_scale)
+        for (k, g), p in zip(_groups(sized).items(), plans[si].values(), strict=True)
     )  # fmt: skip
+    bar = tqdm(total=units, unit="it", disable=not progress, desc="stylize", file=sys.stderr)
     say = log_fn or (lambda m: bar.write(m, file=sys.stderr))
     run = _Run(say=say, per_image=[_image_log() for _ in contents])
     results: list[np.ndarray] = [np.empty(0)] * len(contents)
     key = jax.random.PRNGKey(cfg.seed)
-    report = _Report(on_save, callback, callback_every)
     for si, (scale, sized) in enumerate(zip(scales, sized_per_scale, strict=True)):
         style_long = max(16, round(scale * cfg.style_scale))
         base_styles = [imlib.resize_long_side(s, style_long) for s in styles]
-        for idx in _groups(sized).values():
-            content_t, style_g = targets(net, cfg, [sized[i] for i in idx], base_styles)
-            if aux is not None:
-                content_t = {**content_t, **_aux_at(aux, idx, sized[idx[0]].shape[:2])}
-            args = (net, content_t, style_g, weights)
+        for shape, idx in _groups(sized).items():
+            tiling = plans[si][shape]
+            if tiling is None:  # (a tiled scale computes its targets window by window)
+                content_t, style_g = targets(net, cfg, [sized[i] for i in idx], base_styles)
+                if aux is not None:
+                    content_t = {**content_t, **_aux_at(aux, idx, sized[idx[0]].shape[:2])}
+                args = (net, content_t, style_g, weights)
             # init_images stand in for a previous scale's results (resized the same way).
             given = si == 0 and init_images is not None
             x, key = starts(
@@ -174,10 +182,15 @@ def stylize(
                 init_images if given else results, idx, key,
             )  # fmt: skip
             group = _Group(scale, si * cfg.iterations, idx, [sized[i] for i in idx])
-            best = optimise(run, cfg, pcfg, objective, group, x, args, bar, report)
+            if tiling is not None:
+                last = si == len(scales) - 1
+                best = _tiled(run, cfg, pcfg, net, weights, tiling, group, x, base_styles, aux,
+                              bar, report, last)  # fmt: skip
+            else:
+                best = optimise(run, cfg, pcfg, objective, group, x, args, bar, report)
             for b, i in enumerate(idx):
                 results[i] = best[b]
-            if si == len(scales) - 1:
+            if si == len(scales) - 1 and tiling is None:
                 _final_losses(run, pcfg, objective, group, best, args)
     bar.close()
     final = [
@@ -192,6 +205,23 @@ def stylize(
     log = {"config": dataclasses.asdict(cfg), "iterations": run.records}
     log["summary"] = _summary(run, net, pcfg)
     return GatysResult(images=final, log=log, failed=list(run.failed))
+
+
+def _tiled(run, cfg, pcfg, net, weights, plan, group, x, styles, aux, bar, report, last):
+    """A batch at a tiled scale (:mod:`jaxstyle.gatys.tiles`): its images one after the
+    other, window by window; the whole-image losses at the last scale."""
+    size = group.contents[0].shape[:2]
+    masks = [None] * len(group.idx)
+    if aux and regions.STYLE_MASKS in aux[0]:
+        masks = [np.asarray(m) for m in _aux_at(aux, group.idx, size)[regions.STYLE_MASKS]]
+    with _compile_time(run):
+        best = tiles.optimise(
+            run, cfg, pcfg, net, weights, plan, group, list(np.asarray(x)), styles, masks, bar,
+            report, functools.partial(_finish, cfg), MAX_RESTARTS,
+        )  # fmt: skip
+        if last:
+            tiles.final_losses(run, cfg, net, weights, plan, group, best, styles, masks)
+    return best
 
 
 def _check_aux(aux, contents: Sequence[np.ndarray], net: VGGNet) -> None:
