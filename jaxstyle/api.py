@@ -133,6 +133,7 @@ def check_stylize(
         jaxstyle.images.ImageError: the ``init`` image is missing or unreadable.
     """
     from jaxstyle import backend
+    from jaxstyle.gatys import tiles
     from jaxstyle.images import size_for_long_side
     from jaxstyle.nets.vgg import min_side
 
@@ -162,12 +163,26 @@ def check_stylize(
                         f"need each side to be at least {need} px (one pixel after every "
                         f"pooling); use a larger --size or a less elongated image"
                     )
+    if cfg.style_masks:
+        _check_style_masks(cfg, len(styles))
     largest: dict[tuple[int, int], int] = {}  # same-shape contents run together
     for _, shape in contents:
         hw = size_for_long_side(shape, max(cfg.resolved_scales()))
         largest[hw] = largest.get(hw, 0) + hw[0] * hw[1]
-    need_bytes = backend.gatys_bytes(max(largest.values()), cfg.history_size)
+    hw, pixels = max(largest.items(), key=lambda kv: kv[1])
     budget = backend.memory_budget()
+    tiling = tiles.plan(cfg, hw, pixels // (hw[0] * hw[1]))
+    if tiling is not None:  # tiled: memory follows the window, not the image
+        need_bytes = tiles.window_bytes(tiling, cfg)
+        if need_bytes > budget:
+            raise ValueError(
+                f"--tile {tiling.tile}: a window of {tiling.window[1]}x{tiling.window[0]} px "
+                f"(the tile and its --tile-halo {tiling.halo}) needs about "
+                f"{need_bytes / 2**30:.1f} GiB, over the {budget / 2**30:.1f} GiB this machine "
+                f"can give; use a smaller --tile"
+            )
+        return
+    need_bytes = backend.gatys_bytes(pixels, cfg.history_size)
     if need_bytes > budget:
         raise ValueError(
             f"--size {max(cfg.resolved_scales())}: needs about {need_bytes / 2**30:.1f} GiB "
@@ -176,6 +191,43 @@ def check_stylize(
             f"({backend.MEMORY_SHARE:.0%} of its memory); use a smaller --size or fewer images "
             f"of one shape"
         )
+
+
+def _check_style_masks(cfg: GatysConfig, n_styles: int) -> None:
+    """One readable mask image per style image (headers only)."""
+    if len(cfg.style_masks) != n_styles:
+        raise ValueError(
+            f"--style-masks: {len(cfg.style_masks)} masks for {n_styles} style images (one "
+            f"mask per style image)"
+        )
+    for path in cfg.style_masks:
+        try:
+            imlib.image_shape(path)
+        except imlib.ImageError as e:
+            raise imlib.ImageError(f"--style-masks: {e}") from None
+
+
+def load_style_masks(paths: Sequence[str], shape: Sequence[int]) -> np.ndarray:
+    """The style masks as one (H, W, S) float32 array in [0, 1] at a content image's size:
+    each file's luminance (a colour or RGBA file is converted as any image is: composited
+    over white), resized to ``shape``.
+
+    Raises:
+        jaxstyle.images.ImageError: an unreadable file.
+        ValueError: a mask that is black everywhere (its style would have no region).
+    """
+    masks = []
+    for path in paths:
+        try:
+            rgb = imlib.load_image(path, max(int(shape[0]), int(shape[1])))
+        except imlib.ImageError as e:
+            raise imlib.ImageError(f"--style-masks: {e}") from None
+        gray = imlib.rgb_to_yiq(imlib.resize(rgb, int(shape[0]), int(shape[1])))[..., 0]
+        gray = np.clip(gray, 0.0, 1.0).astype(np.float32)
+        if float(gray.max()) <= 0.0:
+            raise ValueError(f"--style-masks: {path} is black everywhere; its style has no region")
+        masks.append(gray)
+    return np.stack(masks, axis=-1)
 
 
 def stylize_images(
@@ -210,6 +262,9 @@ def stylize_images(
     from jaxstyle import gatys
     from jaxstyle.weights import load_vgg
 
+    aux = None
+    if cfg.style_masks:  # before the weights are loaded: a bad mask fails first
+        aux = [{"style_masks": load_style_masks(cfg.style_masks, c.shape[:2])} for c in contents]
     net = load_vgg(
         cfg.net, cfg.pooling, None if weights is None else os.fspath(weights), progress=progress
     )
@@ -222,6 +277,7 @@ def stylize_images(
         on_save=on_save,
         callback=callback,
         callback_every=callback_every,
+        aux=aux,
     )
 
 
@@ -333,6 +389,11 @@ KEYWORD_NAMES: Mapping[str, str] = {
     "batch_size": "batch_size",
     "bucket": "bucket",
     "smaller": "smaller images",
+    "tile": "tile",
+    "max_memory": "max_memory",
+    "mask": "mask",
+    "mask_style_index": "mask_style_index",
+    "mask_style": "mask_style",
 }
 _MULTISTYLE_OPTIONS = ("style_index", "style_mix")
 _ADAIN_OPTIONS = ("styles", "style_weights", "alpha", "style_size")
@@ -360,6 +421,14 @@ class ApplyRequest:
     preserve_colors: str
     batch_size: int
     bucket: int
+    # Tiling (jaxstyle.tiling): per image, its plan, or None to run it whole.
+    plans: tuple[Any, ...] = ()
+    tile: int | None = None
+    max_memory: int = 0
+    alphas: tuple[np.ndarray | None, ...] = ()  # arrays' alpha (files: ImageFile.alpha)
+    mask: np.ndarray | None = None  # HW in [0, 1]: 1 stylised, 0 the other image
+    mask_style_index: int | None = None
+    mask_styles: list[np.ndarray | ImageFile] = dataclasses.field(default_factory=list)
 
 
 def _check_style_weights(weights: Sequence[float] | None, n: int, names: Mapping[str, str]):
@@ -418,24 +487,74 @@ def _check_options(kind: str, model: str, opts: dict[str, Any], names: Mapping[s
         raise ValueError(f"{names['style_size']} must be >= 0, got {size}")
 
 
-def _check_memory(items: Sequence[tuple[str, tuple[int, int]]], batch_size, bucket, names):
-    """The largest padded image times the batch size must fit the memory budget."""
-    from jaxstyle import backend
+def _memory_plans(
+    kind: str,
+    config: Any,
+    items: Sequence[tuple[str, tuple[int, int]]],
+    batch_size: int,
+    bucket: int,
+    tile: int | None,
+    max_memory: int,
+    names: Mapping[str, str],
+) -> tuple[tuple[Any, ...], int]:
+    """Which images run whole and which tiled (and how), and the batch size of the whole ones.
 
-    def padded(item):
-        h, w = item[1]
+    ``tile`` ``None``: an image runs whole when one image of its padded size fits
+    ``max_memory``, else tiled (:func:`jaxstyle.tiling.plan`); whole images run in batches of
+    up to ``batch_size`` that fit. ``0``: never tiled (an image over the limit is refused).
+    ``N``: every image tiled with N-pixel tiles.
+    """
+    from jaxstyle import backend, tiling
+
+    def padded(shape):
+        h, w = shape
         return math.ceil(h / bucket) * bucket * math.ceil(w / bucket) * bucket
 
-    name, (h, w) = biggest = max(items, key=padded)
-    batch = min(batch_size, len(items))
-    need = padded(biggest) * batch * backend.JOHNSON_BYTES_PER_PIXEL
-    budget = backend.memory_budget()
-    if need > budget:
-        raise ValueError(
-            f"{name}: {w}x{h} in batches of {batch} needs about {need / 2**30:.1f} GiB, over the "
-            f"{budget / 2**30:.1f} GiB this machine can give; use {names['smaller']} or "
-            f"{names['batch_size']} 1"
-        )
+    per_image = backend.JOHNSON_BYTES_PER_PIXEL
+    plans = []
+    for name, shape in items:
+        need = padded(shape) * per_image
+        if tile == 0 and need > max_memory:
+            h, w = shape
+            raise ValueError(
+                f"{name}: {w}x{h} in batches of 1 needs about {need / 2**30:.1f} GiB, over the "
+                f"{max_memory / 2**30:.1f} GiB memory limit; use {names['smaller']}, a larger "
+                f"{names['max_memory']} or tiling ({names['tile']} N)"
+            )
+        if tile == 0 or (tile is None and need <= max_memory):
+            plans.append(None)
+            continue
+        try:
+            plans.append(tiling.plan(kind, config, shape, max_memory, tile, batch_size))
+        except ValueError as e:
+            raise ValueError(
+                f"{name}: {e}; use {names['smaller']} or {names['max_memory']}"
+            ) from None
+    whole = [padded(s) for (_, s), p in zip(items, plans, strict=True) if p is None]
+    batch = min(batch_size, max(1, max_memory // (max(whole, default=1) * per_image)))
+    return tuple(plans), batch
+
+
+def _check_tile(kind: str, config: Any, tile: Any, max_memory: Any, names) -> tuple[Any, int]:
+    """``tile`` and ``max_memory`` checked; the limit in bytes (default: the smaller of
+    :data:`jaxstyle.tiling.DEFAULT_MAX_MEMORY` and what the machine can give)."""
+    from jaxstyle import backend, tiling
+
+    if tile is not None:
+        if isinstance(tile, bool) or not isinstance(tile, int):
+            raise TypeError(f"{names['tile']}: expected an int, got {tile!r}")
+        smallest = tiling.min_tile(kind, config)
+        if tile < 0 or 0 < tile < smallest:
+            raise ValueError(
+                f"{names['tile']} {tile}: tiles must be at least {smallest} px for this network "
+                f"(its receptive field), or 0 for no tiling"
+            )
+    if max_memory is None:
+        return tile, min(tiling.DEFAULT_MAX_MEMORY, backend.memory_budget())
+    try:
+        return tile, tiling.parse_bytes(max_memory)
+    except ValueError as e:
+        raise ValueError(f"{names['max_memory']}: {e}") from None
 
 
 def check_apply(
@@ -452,6 +571,12 @@ def check_apply(
     preserve_colors: str = "none",
     batch_size: int = 8,
     bucket: int = 64,
+    tile: int | None = None,
+    max_memory: int | str | None = None,
+    mask: Any = None,
+    mask_style_index: int | None = None,
+    mask_style: ImageLike | None = None,
+    config: Any = None,
     names: Mapping[str, str] = KEYWORD_NAMES,
 ) -> ApplyRequest:
     """Checks a feed-forward call before the model is loaded: which options fit ``kind``, their
@@ -459,8 +584,9 @@ def check_apply(
     the memory budget. ``jaxstyle apply`` calls it with its flags' names (``names``, keyed
     as :data:`KEYWORD_NAMES`) so that its messages name flags.
 
-    Arguments as :meth:`Model.__call__`, plus the model's ``kind`` and ``model`` (its name in
-    messages).
+    Arguments as :meth:`Model.__call__`, plus the model's ``kind``, ``model`` (its name in
+    messages) and ``config`` (its architecture, which sets the tiles' context; ``None``:
+    the full network's, which :meth:`Model.check` revises once the model is loaded).
 
     Raises:
         ValueError: an option that does not fit the kind, or is out of range; an image too
@@ -486,12 +612,26 @@ def check_apply(
         bucket=bucket,
     )
     _check_options(kind, model, opts, names)
+    if kind != "adain" and config is None:
+        from jaxstyle.nets.transformer_net import FULL as config
+    tile, limit = _check_tile(kind, config, tile, max_memory, names)
+    other = _check_mask_options(kind, model, mask, mask_style_index, mask_style, names)
     if isinstance(images, np.ndarray) and images.ndim == 4:
-        form, items = "array", [_open(x, f"image {i}") for i, x in enumerate(images)]
+        form, raw = "array", list(images)
     elif isinstance(images, list | tuple):
-        form, items = "list", [_open(x, f"image {i}") for i, x in enumerate(images)]
+        form, raw = "list", list(images)
     else:
-        form, items = "one", [_open(images, "image")]
+        form, raw = "one", [images]
+    alphas = []  # an RGBA array runs composited over white; its alpha goes back on the output
+    for k, x in enumerate(raw):
+        a = None
+        if isinstance(x, np.ndarray) and x.ndim == 3 and x.shape[-1] == 4:
+            rgba = to_image(x[..., :3], f"image {k}" if form != "one" else "image")
+            alpha = to_image(np.repeat(x[..., 3:], 3, -1), "alpha")[..., 0]
+            x, a = imlib.split_alpha(np.concatenate([rgba, alpha[..., None]], -1))
+        raw[k] = x
+        alphas.append(a)
+    items = [_open(x, f"image {i}" if form != "one" else "image") for i, x in enumerate(raw)]
     shapes = [
         _named_shape(x, f"image {i}" if form != "one" else "image") for i, x in enumerate(items)
     ]
@@ -509,11 +649,16 @@ def check_apply(
                     f"{name}: {w}x{h} is too small for the AdaIN encoder (each side at least "
                     f"{MIN_SIDE} px)"
                 )
-        # AdaIN runs each image alone, unpadded (bucket 1); styles are encoded the same way.
-        if shapes:
-            _check_memory([*shapes, *style_shapes], 1, 1, names)
-    elif shapes:
-        _check_memory(shapes, batch_size, max(4, bucket), names)
+        # AdaIN runs each image alone, unpadded (bucket 1); styles are encoded whole.
+        _memory_plans(kind, None, style_shapes, 1, 1, 0, limit, names)
+        plans, batch = _memory_plans(kind, None, shapes, 1, 1, tile, limit, names)
+    else:
+        plans, batch = _memory_plans(
+            kind, config, shapes, batch_size, max(4, bucket), tile, limit, names
+        )
+    mask_styles = []
+    if other is not None:
+        mask_styles = [_open(other, names["mask_style"])]
     return ApplyRequest(
         kind=kind,
         model=model,
@@ -526,9 +671,42 @@ def check_apply(
         alpha=DEFAULT_ALPHA if alpha is None else float(alpha),
         style_size=size,
         preserve_colors=preserve_colors,
-        batch_size=batch_size,
+        batch_size=batch,
         bucket=bucket,
+        plans=plans,
+        tile=tile,
+        max_memory=limit,
+        alphas=tuple(alphas),
+        mask=None if mask is None else _load_mask(mask, names["mask"]),
+        mask_style_index=mask_style_index,
+        mask_styles=mask_styles,
     )
+
+
+def _load_mask(mask: Any, name: str) -> np.ndarray:
+    from jaxstyle.inference import load_mask
+
+    return load_mask(mask, name)
+
+
+def _check_mask_options(kind, model, mask, index, style, names) -> Any:
+    """The mask's options against the model's kind; the AdaIN style the 0-region gets."""
+    if mask is None:
+        for key, value in (("mask_style_index", index), ("mask_style", style)):
+            if value is not None:
+                raise ValueError(f"{names[key]} goes with {names['mask']}")
+        return None
+    if index is not None:
+        if kind != "multistyle":
+            raise ValueError(
+                f"{names['mask_style_index']} is for multi-style networks; {model} is a {kind} "
+                f"model"
+            )
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f"{names['mask_style_index']}: expected an int, got {index!r}")
+    if style is not None and kind != "adain":
+        raise ValueError(f"{names['mask_style']} is for AdaIN models; {model} is a {kind} model")
+    return style
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -577,6 +755,12 @@ class Model:
         preserve_colors: str = "none",
         batch_size: int = 8,
         bucket: int = 64,
+        tile: int | None = None,
+        max_memory: int | str | None = None,
+        mask: ImageLike | None = None,
+        mask_style_index: int | None = None,
+        mask_style: ImageLike | None = None,
+        progress: bool = False,
         on_done: Callable[[int, np.ndarray], None] | None = None,
     ) -> np.ndarray | list[np.ndarray] | None:
         """Stylises one image or a batch; each output equals the network applied to that
@@ -600,6 +784,18 @@ class Model:
             batch_size: images per batch (``johnson``/``multistyle``; AdaIN runs one at a time).
             bucket: sizes are padded up to a multiple of this, one compiled program per bucket;
                 the padding changes no output.
+            tile: ``None`` (default): an image too large for ``max_memory`` whole runs in
+                tiles (:mod:`jaxstyle.tiling`; the same output, whole-image statistics);
+                ``0``: never tiled (too large is an error); ``N``: tiles of N pixels (at least
+                the network's receptive field, :func:`jaxstyle.tiling.min_tile`).
+            max_memory: the memory an image's run may plan to use: bytes, or a string such as
+                ``"2GiB"`` or ``"800MiB"`` (default: 2 GiB, less on a smaller machine).
+            mask: an HW array or a grayscale image file, resized to each image: the output is
+                ``mask * stylised + (1 - mask) * other``, the other being the content, or
+            mask_style_index: (``multistyle``) the network's output in this style, or
+            mask_style: (``adain``) the output with this style image (same alpha and
+                colours).
+            progress: a progress bar on stderr while an image runs in tiles.
             on_done: called as ``on_done(index, output)`` as each image finishes; outputs are
                 then handed over, not kept, and the call returns ``None``.
 
@@ -625,8 +821,14 @@ class Model:
             preserve_colors=preserve_colors,
             batch_size=batch_size,
             bucket=bucket,
+            tile=tile,
+            max_memory=max_memory,
+            mask=mask,
+            mask_style_index=mask_style_index,
+            mask_style=mask_style,
+            config=self.config,
         )
-        return self.run(request, on_done=on_done)
+        return self.run(request, on_done=on_done, progress=progress)
 
     def check(self, request: ApplyRequest) -> np.ndarray | None:
         """What only the loaded model can tell about a request from :func:`check_apply`: a
@@ -638,65 +840,179 @@ class Model:
 
         Raises:
             ValueError: an index out of range or a mix of the wrong length (the message lists
-                the network's styles), or a request checked for another kind of model.
+                the network's styles), a request checked for another kind of model, or tiles
+                that do not fit this network (checked for the full network's receptive field
+                when the request was made without its architecture).
         """
         from jaxstyle import models
         from jaxstyle.nets.transformer_net import style_vector
 
         if request.kind != self.kind:
             raise ValueError(f"a request for a {request.kind} model given to a {self.kind} model")
+        self._plans(request)
         if self.kind != "multistyle":
             return None
         try:
+            if request.mask_style_index is not None:
+                style_vector(self.config.num_styles, request.mask_style_index)
             return style_vector(self.config.num_styles, request.style_index, request.style_mix)
         except ValueError as e:
             names = models.style_names(self.metadata)
             listing = ", ".join(f"{i} {n}" for i, n in enumerate(names))
             raise ValueError(f"{e}; {self.name} has styles {listing}") from None
 
+    def _plans(self, request: ApplyRequest) -> tuple[Any, ...]:
+        """The request's tiling plans, redone for this network's receptive field where the
+        request was checked without it (for the full network's)."""
+        from jaxstyle import tiling
+
+        plans = list(request.plans)
+        for k, p in enumerate(plans):
+            if p is None:
+                continue
+            geo = tiling.geometry(self.kind, self.config, p.geometry.tile)
+            if geo.halo != p.geometry.halo:
+                item = request.images[k]
+                name, shape = _named_shape(item, f"image {k}")
+                try:
+                    plans[k] = tiling.plan(
+                        self.kind, self.config, shape, request.max_memory, request.tile, p.batch
+                    )
+                except ValueError as e:
+                    raise ValueError(f"{name}: {e}") from None
+        return tuple(plans)
+
     def run(
-        self, request: ApplyRequest, *, on_done: Callable[[int, np.ndarray], None] | None = None
+        self,
+        request: ApplyRequest,
+        *,
+        on_done: Callable[[int, np.ndarray], None] | None = None,
+        progress: bool = False,
     ) -> np.ndarray | list[np.ndarray] | None:
         """Runs a request from :func:`check_apply` (what :meth:`__call__` does after checking);
         ``jaxstyle apply`` checks before it loads the model, then calls :meth:`check` and
-        this."""
-        from jaxstyle import inference
+        this. Images run whole in batches, or tiled one at a time (as planned); a mask blends
+        each output with the other image; an input's alpha comes back as a fourth channel.
+        ``progress``: a progress bar on stderr while an image runs in tiles."""
+        from jaxstyle.nets.transformer_net import style_vector
 
         style = self.check(request)
+        plans = self._plans(request)
         if not request.images:
             return [] if request.form == "list" else np.zeros((0, 0, 0, 3), np.float32)
-        if self.kind == "adain":
-            styles = [
-                inference.load_style(s.path, request.style_size)
-                if isinstance(s, ImageFile)
-                else _style_at(s, request.style_size)
-                for s in request.styles
-            ]
-            out = inference.apply_adain(
-                self.params,
-                request.images,
-                styles,
-                alpha=request.alpha,
-                style_weights=request.style_weights,
-                preserve_colors=request.preserve_colors,
-                on_done=on_done,
-            )
-        else:
-            out = inference.apply_images(
-                self.params,
-                self.config,
-                request.images,
-                batch_size=request.batch_size,
-                bucket=request.bucket,
-                style=style,
-                preserve_colors=request.preserve_colors,
-                on_done=on_done,
-            )
+        styles = [self._style(s, request.style_size) for s in request.styles]
+        out: list[np.ndarray | None] = [None] * len(request.images)
+
+        def finish(i: int, y: np.ndarray, other: np.ndarray | None = None) -> None:
+            item = request.images[i]
+            if request.mask is not None:
+                if other is None:  # the content itself
+                    other = item.load() if isinstance(item, ImageFile) else item
+                y = _blend(y, other, request.mask)
+            alpha = request.alphas[i] if request.alphas else None
+            if isinstance(item, ImageFile) and item.alpha:
+                alpha = item.load_alpha()
+            y = imlib.with_alpha(y, alpha)
+            if on_done is None:
+                out[i] = y
+            else:
+                on_done(i, y)
+
+        everyone = list(range(len(request.images)))
+        if request.mask_style_index is None and not request.mask_styles:
+            self._apply(request, plans, everyone, style, styles, None, finish, progress)
+        else:  # image by image: the other style's output, then the output blended over it
+            if request.mask_styles:
+                o_style, o_styles = None, [self._style(request.mask_styles[0], request.style_size)]
+            else:
+                o_style, o_styles = (
+                    style_vector(self.config.num_styles, request.mask_style_index),
+                    [],
+                )
+            for i in everyone:
+                others: dict[int, np.ndarray] = {}
+                self._apply(
+                    request, plans, [i], o_style, o_styles, (), others.__setitem__, progress
+                )
+                self._apply(
+                    request,
+                    plans,
+                    [i],
+                    style,
+                    styles,
+                    None,
+                    lambda k, y, others=others: finish(k, y, others.pop(k)),
+                    progress,
+                )
         if on_done is not None:
             return None
         if request.form == "one":
             return out[0]
         return np.stack(out) if request.form == "array" else out
+
+    def _style(self, s: np.ndarray | ImageFile, style_size: int | None) -> np.ndarray:
+        from jaxstyle import inference
+
+        if isinstance(s, ImageFile):
+            return inference.load_style(s.path, style_size)
+        return _style_at(s, style_size)
+
+    def _apply(self, request, plans, indices, style, styles, weights, done, progress) -> None:
+        """Stylises ``request.images[indices]``: whole ones batched, tiled ones one by one;
+        ``done(index, output)`` as each finishes. ``weights``: AdaIN's style weights
+        (``()`` for equal ones; ``None`` for the request's)."""
+        from jaxstyle import inference, tiling
+        from jaxstyle.nets import adain
+
+        weights = request.style_weights if weights is None else (weights or None)
+        whole = [i for i in indices if plans[i] is None]
+        tiled = [i for i in indices if plans[i] is not None]
+        images = request.images
+        if whole and self.kind == "adain":
+            inference.apply_adain(
+                self.params,
+                [images[i] for i in whole],
+                styles,
+                alpha=request.alpha,
+                style_weights=weights,
+                preserve_colors=request.preserve_colors,
+                on_done=lambda j, y: done(whole[j], y),
+            )
+        elif whole:
+            inference.apply_images(
+                self.params,
+                self.config,
+                [images[i] for i in whole],
+                batch_size=request.batch_size,
+                bucket=request.bucket,
+                style=style,
+                preserve_colors=request.preserve_colors,
+                on_done=lambda j, y: done(whole[j], y),
+            )
+        for i in tiled:
+            content = images[i].load() if isinstance(images[i], ImageFile) else images[i]
+            if self.kind == "adain":
+                own = styles
+                if request.preserve_colors == "histogram":  # as apply_adain: styles recoloured
+                    own = [imlib.match_color(s, content) for s in styles]
+                mean, std = adain.weighted_stats(self.params, own, weights)
+                y = tiling.apply_adain(
+                    self.params, content, mean, std, request.alpha, plans[i], progress=progress
+                )
+                if request.preserve_colors == "luminance":
+                    y = inference.keep_colors(y, content, "luminance")
+            else:
+                y = tiling.apply_johnson(
+                    self.params, self.config, content, plans[i], style=style, progress=progress
+                )
+                y = inference.keep_colors(y, content, request.preserve_colors)
+            done(i, y)
+
+
+def _blend(y: np.ndarray, other: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    from jaxstyle.inference import blend
+
+    return blend(y, other, mask)
 
 
 def _style_at(image: np.ndarray, style_size: int | None) -> np.ndarray:

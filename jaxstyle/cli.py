@@ -88,7 +88,7 @@ def _check_stylize_paths(
     """No output, intermediate image or log may be an input, and each must be writable."""
     from jaxstyle import fileio
 
-    inputs = [*contents, *styles, *([weights] if weights else [])]
+    inputs = [*contents, *styles, *([weights] if weights else []), *cfg.style_masks]
     if cfg.init not in ("content", "noise", "style"):
         inputs.append(cfg.init)  # its header is checked by api.check_stylize
     check_outputs(_stylize_outputs(outputs, cfg), inputs)

@@ -151,7 +151,7 @@ class GatysConfig:
             raise ValueError("--progress-every and --history-size must be >= 1")
         if self.tile < 0 or 0 < self.tile < MIN_TILE:
             raise ValueError(
-                f"--tile {self.tile} is too small: at least {MIN_TILE} pixels (0: automatic)"
+                f"--tile {self.tile}: must be 0 (automatic) or at least {MIN_TILE} pixels"
             )
         if self.tile_halo < 0 or self.tile_iterations < 1:
             raise ValueError("--tile-halo must be >= 0 and --tile-iterations >= 1")
