@@ -627,8 +627,8 @@ def check_apply(
         a = None
         if isinstance(x, np.ndarray) and x.ndim == 3 and x.shape[-1] == 4:
             rgba = to_image(x[..., :3], f"image {k}" if form != "one" else "image")
-            alpha = to_image(np.repeat(x[..., 3:], 3, -1), "alpha")[..., 0]
-            x, a = imlib.split_alpha(np.concatenate([rgba, alpha[..., None]], -1))
+            opacity = to_image(np.repeat(x[..., 3:], 3, -1), "alpha")[..., 0]
+            x, a = imlib.split_alpha(np.concatenate([rgba, opacity[..., None]], -1))
         raw[k] = x
         alphas.append(a)
     items = [_open(x, f"image {i}" if form != "one" else "image") for i, x in enumerate(raw)]

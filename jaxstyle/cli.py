@@ -354,7 +354,44 @@ APPLY_FLAGS = {
     "batch_size": "--batch-size",
     "bucket": "--bucket",
     "smaller": "--size",
+    "tile": "--tile",
+    "max_memory": "--max-memory",
+    "mask": "--mask",
+    "mask_style_index": "--mask-style-index",
+    "mask_style": "--mask-style",
 }
+
+
+def _net_config(model: str, kind: str):
+    """A model file's architecture from its metadata alone (a workdir's from its checkpoint),
+    so --tile is checked against the network's own receptive field before any work."""
+    from safetensors import safe_open
+
+    from jaxstyle import api
+    from jaxstyle.nets.transformer_net import NetConfig
+
+    if kind == "adain":
+        return None
+    if Path(model).is_dir():
+        return api.load_model(model).config
+    with safe_open(str(model), framework="numpy") as f:
+        return NetConfig.from_meta(dict(f.metadata() or {}))
+
+
+def _alpha_warning(files, outputs) -> None:
+    """One stderr line when inputs with transparency go to outputs that cannot keep it."""
+    from jaxstyle import images as imlib
+
+    lost = [
+        str(o) for f, o in zip(files, outputs, strict=True) if f.alpha and not imlib.keeps_alpha(o)
+    ]
+    if lost:
+        more = f" (and {len(lost) - 1} more)" if len(lost) > 1 else ""
+        print(
+            f"warning: {lost[0]}{more}: the input's transparency is dropped (written over "
+            f"white); use .png, .webp or .tif to keep it",
+            file=sys.stderr,
+        )
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -366,9 +403,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if args.size < 0:
         raise UsageError(f"--size must be >= 0, got {args.size}")
     styles = list(map(Path, args.style or []))
+    extra = [Path(p) for p in (args.mask, args.mask_style) if p]
     inputs = _expand_images(args.inputs)
     outputs = _apply_outputs(args, inputs)
-    check_outputs(outputs, [*inputs, args.model, *styles])
+    check_outputs(outputs, [*inputs, args.model, *styles, *extra])
     # Headers only: every input is checked before any work, decoded one batch at a time.
     files = [imlib.ImageFile.open(p, args.size or None) for p in inputs]
     kind = models.model_kind(args.model)  # metadata only
@@ -386,17 +424,25 @@ def cmd_apply(args: argparse.Namespace) -> int:
         preserve_colors=args.preserve_colors,
         batch_size=args.batch_size,
         bucket=args.bucket,
+        tile=args.tile,
+        max_memory=args.max_memory,
+        mask=args.mask,
+        mask_style_index=args.mask_style_index,
+        mask_style=args.mask_style,
+        config=_net_config(args.model, kind),
         names=APPLY_FLAGS,
     )
     model = api.load_model(args.model)
-    model.check(request)  # a multi-style network's --style-index/--style-mix against its rows
+    model.check(request)  # style rows against the network's; tiles against its receptive field
+    if not args.quiet:
+        _alpha_warning(files, outputs)
     bar = tqdm(total=len(files), unit="img", disable=args.quiet, desc="apply")
 
     def done(i: int, image) -> None:
         imlib.save_image(outputs[i], image)
         bar.update(1)
 
-    model.run(request, on_done=done)
+    model.run(request, on_done=done, progress=not args.quiet)
     bar.close()
     return 0
 
@@ -541,6 +587,36 @@ def _add_feed_forward_parsers(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="output file, or folder")
     p.add_argument("--size", type=int, default=0, help="resize inputs to this long side")
     p.add_argument("--batch-size", type=int, default=8, help="(default: %(default)s)")
+    p.add_argument(
+        "--tile",
+        type=int,
+        metavar="N",
+        help="run each image in N-pixel tiles (the same output: whole-image statistics, exact "
+        "context); 0: never; default: only images over --max-memory",
+    )
+    p.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="memory an image may use, e.g. 2GiB or 800MiB (a number alone: MiB); larger "
+        "images run in tiles (default: 2GiB, less on a smaller machine)",
+    )
+    p.add_argument(
+        "--mask",
+        metavar="MASK",
+        help="grayscale image, resized to each input: white keeps the stylised output, black "
+        "the original (or --mask-style-index / --mask-style), gray blends",
+    )
+    p.add_argument(
+        "--mask-style-index",
+        type=int,
+        metavar="K",
+        help="multi-style networks: the mask's black shows style K instead of the original",
+    )
+    p.add_argument(
+        "--mask-style",
+        metavar="STYLE",
+        help="AdaIN models: the mask's black shows this style instead of the original",
+    )
     p.add_argument(
         "--bucket",
         type=int,

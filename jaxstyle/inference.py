@@ -214,3 +214,77 @@ def apply_adain(
         else:
             on_done(i, y)
     return out
+
+
+def load_mask(mask: Any, name: str = "mask") -> np.ndarray:
+    """A blending mask as float32 HW in [0, 1]: 1 where the stylised output shows, 0 where
+    the other image (the content, or another style) does.
+
+    Args:
+        mask: an image file (grayscale: modes 1, L, I, I;16, F, or LA; an RGB/RGBA/palette
+            file only if its pixels are gray), or an HW / HW1 array (``uint8`` 0-255, or
+            float in [0, 1]).
+        name: what the mask is called in messages (a file is named by its path).
+
+    Raises:
+        jaxstyle.images.ImageError: a file that cannot be read.
+        ValueError: a colour image, or an array of another shape, type or range.
+    """
+    import os
+
+    from PIL import Image
+
+    from jaxstyle import images as imlib
+
+    if isinstance(mask, str | os.PathLike):
+        path = Path(mask)
+
+        def read(img: Image.Image) -> np.ndarray:
+            from PIL import ImageOps
+
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("1", "L", "LA", "La"):
+                return np.asarray(img.convert("L"), np.float32) / 255.0
+            if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+                arr = np.asarray(img, dtype=np.float32)
+                hi = 1.0 if img.mode == "F" else (65535.0 if arr.max(initial=0) > 255 else 255.0)
+                return np.clip(arr / hi, 0.0, 1.0)
+            rgb = np.asarray(img.convert("RGB"), np.int16)
+            if np.abs(rgb - rgb[..., :1]).max(initial=0) > 2:
+                return img.mode  # refused below, outside the decoder guard
+            return rgb[..., 0].astype(np.float32) / 255.0
+
+        try:
+            out = imlib._guarded(path, read)
+        except imlib.ImageError as e:
+            raise imlib.ImageError(f"mask {e}") from None
+        if isinstance(out, str):
+            raise ValueError(
+                f"mask {path}: a colour ({out}) image; a mask is grayscale (white = stylised, "
+                f"black = the other image)"
+            )
+        return out
+    a = np.asarray(mask)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim != 2:
+        raise ValueError(f"{name}: expected an H x W array, got shape {a.shape}")
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / 255.0
+    if not np.issubdtype(a.dtype, np.floating) or not np.isfinite(a).all():
+        raise ValueError(f"{name}: expected uint8, or finite float values in [0, 1]")
+    if a.size and (a.min() < 0 or a.max() > 1):
+        raise ValueError(f"{name}: float values must be in [0, 1]")
+    return a.astype(np.float32)
+
+
+def blend(styled: np.ndarray, other: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``mask * styled + (1 - mask) * other``, the mask (HW) resized to the images (Lanczos,
+    clipped to [0, 1])."""
+    from jaxstyle import images as imlib
+
+    h, w = styled.shape[:2]
+    if mask.shape != (h, w):
+        mask = imlib.resize(mask[..., None], h, w)[..., 0]
+    m = mask[..., None]
+    return (m * styled[..., :3] + (1.0 - m) * other[..., :3]).astype(np.float32)

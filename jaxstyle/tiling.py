@@ -670,3 +670,38 @@ def largest_intermediate(fn: Callable, *args) -> int:
         return big
 
     return walk(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory limits as users write them.
+
+#: ``--max-memory``'s default: what a laptop can spare (capped by
+#: :func:`jaxstyle.backend.memory_budget` on smaller machines).
+DEFAULT_MAX_MEMORY = 2 << 30
+_UNITS = {"": 2**20, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6,
+          "mib": 2**20, "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12,
+          "tib": 2**40, "b": 1}  # fmt: skip
+
+
+def parse_bytes(text: str | int | float) -> int:
+    """A memory size: a number of MiB (``1500``), or a number and a unit (``2GiB``, ``1.5G``,
+    ``800MB``; k/M/G/T alone are binary).
+
+    Raises:
+        ValueError: not a size, or not positive and finite.
+    """
+    import re
+
+    if isinstance(text, bool):
+        raise ValueError(f"not a memory size: {text!r}")
+    if isinstance(text, int | float):
+        value, unit = float(text), ""
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
+        if not m or m.group(2).lower() not in _UNITS:
+            raise ValueError(f"not a memory size: {text!r} (e.g. 2GiB, 800MiB, or MiB alone)")
+        value, unit = float(m.group(1)), m.group(2).lower()
+    size = value * _UNITS[unit]
+    if not math.isfinite(size) or size < 1:
+        raise ValueError(f"memory size must be positive, got {text!r}")
+    return int(size)

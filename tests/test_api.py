@@ -375,10 +375,10 @@ BAD_MODEL = {
     "batch_size": ("johnson", {"batch_size": 0}, "batch_size must be >= 1"),
     "bucket": ("johnson", {"bucket": 0}, "bucket must be >= 1"),
     "preserve": ("johnson", {"preserve_colors": "lab"}, "preserve_colors must be one of"),
-    "rgba_batch": ("johnson", {"images": np.zeros((2, 40, 40, 4))}, "image 0: expected an H"),
+    "two_channels": ("johnson", {"images": np.zeros((2, 40, 40, 2))}, "image 0: expected an H"),
     "gray": ("johnson", {"images": np.zeros((40, 40))}, "image: expected an H x W x 3"),
     "too_small": ("adain", {"styles": "S", "images": np.zeros((8, 8, 3))}, "image: 8x8"),
-    "beyond_memory": ("johnson", {}, "in batches of 1 needs about"),  # a 1 MiB budget
+    "beyond_memory": ("johnson", {"tile": 0}, "in batches of 1 needs about"),  # 1 MiB budget
 }  # fmt: skip
 
 
