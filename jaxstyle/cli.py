@@ -169,17 +169,33 @@ def run_stylize(
     cfg.validate()
     _check_stylize_paths(contents, styles, outputs, cfg, weights, log_path)
     content_imgs, style_imgs = _stylize_images(contents, styles, cfg, preloaded)
+    # Transparency: the optimisation sees the content over white; its alpha goes back on
+    # every image written (resized to it) where the format keeps it.
+    alphas = [None] * len(contents)
+    if preloaded is None:
+        top = max(cfg.resolved_scales())
+        alphas = [imlib.load_alpha(p, top) for p in contents]
+        if not quiet:
+            _alpha_warning(
+                [
+                    imlib.ImageFile(p, (0, 0), alpha=a is not None)
+                    for p, a in zip(contents, alphas, strict=True)
+                ],
+                outputs,
+            )
     enable_compile_cache()
 
     def on_save(i: int, iteration: int, image) -> None:
-        imlib.save_image(_intermediate_name(outputs[i], iteration), image)
+        imlib.save_image(
+            _intermediate_name(outputs[i], iteration), imlib.with_alpha(image, alphas[i])
+        )
 
     t0 = time.perf_counter()
     result = api.stylize_images(
         content_imgs, style_imgs, cfg, weights=weights, progress=not quiet, on_save=on_save
     )
-    for out, img in zip(outputs, result.images, strict=True):
-        imlib.save_image(out, img)
+    for out, img, alpha in zip(outputs, result.images, alphas, strict=True):
+        imlib.save_image(out, imlib.with_alpha(img, alpha))
     result.log["summary"]["wall_seconds"] = time.perf_counter() - t0
     _report_stylize(result, contents, styles, outputs, log_path, quiet)
     return result.log

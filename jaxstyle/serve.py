@@ -62,6 +62,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import python_multipart  # noqa: F401 - Starlette parses uploads with it: fail here, not per request
+import uvicorn
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -793,8 +795,6 @@ def serve(
     The CLI binds the socket itself so that a port in use is a one-line error before anything
     starts, and ``--port 0`` can report the port the system chose.
     """
-    import uvicorn
-
     app = create_app(models_dir, weights=weights, max_upload_bytes=max_upload_bytes)
     config = uvicorn.Config(
         app,
