@@ -228,15 +228,22 @@ def _blend(win: Window, p: Plan, shape: Sequence[int]) -> np.ndarray:
     return (ry[:, None] * rx[None, :])[..., None]
 
 
-@functools.partial(jax.jit, static_argnums=(5, 6))
-def _window_stats(net: VGGNet, x, c, pix, regions, content_layers, style_layers):
-    """A window's share of the whole-image sums: per style layer the Gram numerators (R, C, C)
-    and region weights (R,) of the core, per layer the core's positions, per content layer the
-    core's summed squared content error."""
+@functools.partial(jax.jit, static_argnums=(6, 7))
+def _window_stats(net: VGGNet, x, c, pix, regions, grown, content_layers, style_layers):
+    """One forward pass of a window (and of the content's, for content layers).
+
+    Returns the core's share of the whole-image sums (per style layer the Gram numerators
+    ``num`` (R, C, C) and region weights ``wsum`` (R,), per layer the core's positions
+    ``count``, per content layer the summed squared content error ``csum``), the Gram
+    numerators over the ``grown`` regions (the loss region, ``grown``), and the content's
+    features (``content``, the window's content targets).
+    """
     layers = tuple(dict.fromkeys(content_layers + style_layers))
     fx = net.features(x[None], layers)
     fc = net.features(c[None], content_layers) if content_layers else {}
-    out: dict[str, dict[str, jax.Array]] = {"num": {}, "wsum": {}, "count": {}, "csum": {}}
+    out: dict[str, dict[str, jax.Array]] = {
+        "num": {}, "wsum": {}, "count": {}, "csum": {}, "grown": {}, "content": fc
+    }  # fmt: skip
     for n in layers:
         grid = fx[n].shape[1:3]
         out["count"][n] = jnp.sum(at_grid(pix, grid))
@@ -244,14 +251,15 @@ def _window_stats(net: VGGNet, x, c, pix, regions, content_layers, style_layers)
             m = at_grid(regions, grid)
             out["num"][n] = gram_numerators(fx[n], m)
             out["wsum"][n] = jnp.sum(m, axis=(0, 1))
+            out["grown"][n] = gram_numerators(fx[n], at_grid(grown, grid))
         if n in content_layers:
             out["csum"][n] = jnp.sum(at_grid(pix, grid)[None] * (fx[n] - fc[n]) ** 2)
     return out
 
 
-@functools.partial(jax.jit, static_argnums=2)
-def _features(net: VGGNet, x, layers: tuple[str, ...]):
-    return net.features(x, layers)
+def _host(stats: dict[str, Any]) -> dict[str, Any]:
+    """Window statistics without the content features (which stay on the device)."""
+    return {k: v for k, v in stats.items() if k != "content"}
 
 
 def tile_objective(x, net, content_t, style_g, weights, content_layers, style_layers):
@@ -293,7 +301,7 @@ def style_grams(
     pos: dict[str, float] = {}
     for win in windows((h, w), q):
         crop, pix, _, _ = _window_inputs(win, q, image, None)
-        s = jax.device_get(_window_stats(net, crop, crop, pix, pix, (), layers))
+        s = jax.device_get(_window_stats(net, crop, crop, pix, pix, pix, (), layers))
         for n in layers:
             num[n] = num.get(n, 0.0) + s["num"][n][0]
             pos[n] = pos.get(n, 0.0) + float(s["wsum"][n][0])
@@ -330,19 +338,16 @@ class _Image:
         self.margin = p.halo // 2
 
     def stats(self, net, win: Window) -> dict[str, Any]:
-        """The window's core's share of the whole image's sums."""
-        crop, pix, _, regions = _window_inputs(win, self.p, self.x, self.masks)
+        """:func:`_window_stats` of the window in the current image (content features left
+        on the device)."""
+        crop, pix, _, core = _window_inputs(win, self.p, self.x, self.masks)
+        _, _, _, grown = _window_inputs(win, self.p, self.x, self.masks, self.margin)
         c = self.content[win.y : win.y + self.p.window[0], win.x : win.x + self.p.window[1]]
-        return jax.device_get(_window_stats(net, crop, c, pix, regions, self.cl, self.sl))
-
-    def grown_numerators(self, net, win: Window) -> dict[str, np.ndarray]:
-        """Gram numerators over the window's loss region (core + margin)."""
-        crop, pix, _, regions = _window_inputs(win, self.p, self.x, self.masks, self.margin)
-        s = _window_stats(net, crop, crop, pix, regions, (), self.sl)
-        return jax.device_get(s["num"])
+        s = _window_stats(net, crop, c, pix, core, grown, self.cl, self.sl)
+        return {**jax.device_get({k: v for k, v in s.items() if k != "content"}), **s}
 
     def sums(self, net, wins: Sequence[Window]) -> _Sums:
-        return _Sums([self.stats(net, win) for win in wins])
+        return _Sums([_host(self.stats(net, win)) for win in wins])
 
     def pairs(self, sums: _Sums, n: str) -> np.ndarray:
         """(R, S): blend weights for one region, or each mask's share of the grid."""
@@ -377,13 +382,12 @@ class _Image:
         total = w["content"] * content + w["style"] * style + w["tv"] * tv
         return {"total": total, "content": content, "style": style, "tv": tv}
 
-    def inputs(self, net, win: Window, sums: _Sums, old: dict) -> tuple[dict, dict]:
-        """The tile objective's ``content_t`` and ``style_g`` for a window whose loss region's
-        Gram numerators are ``old`` now, with a batch axis of 1."""
+    def inputs(self, win: Window, sums: _Sums, now: dict) -> tuple[dict, dict]:
+        """The tile objective's ``content_t`` and ``style_g`` for a window whose
+        :meth:`stats` are ``now``, with a batch axis of 1."""
         crop, pix, grown, regions = _window_inputs(win, self.p, self.x, self.masks, self.margin)
-        h, w = self.p.window
-        c = self.content[win.y : win.y + h, win.x : win.x + w]
-        feats = _features(net, jnp.asarray(c)[None], self.cl)
+        feats = now["content"]
+        old = now["grown"]
         norms = self.norms(sums)
         t: dict[str, Any] = {n: feats[n][None] for n in self.cl}
         blend = _blend(win, self.p, self.x.shape)
@@ -468,8 +472,8 @@ def optimise(
 def _visit(run, pcfg, net, img: _Image, win: Window, sums: _Sums, k, n, bar, group, b, tries):
     """``n`` iterations of one window's core; writes the best iterate back into the image.
     Returns the function evaluations it used."""
-    old = img.grown_numerators(net, win)
-    content_t, style_g = img.inputs(net, win, sums, old)
+    now = img.stats(net, win)
+    content_t, style_g = img.inputs(win, sums, now)
     args = (net, content_t, style_g, img.weights)
     crop = content_t[_CONTEXT]
     carry = programs.init(pcfg, tile_objective, crop, *args)
@@ -498,9 +502,9 @@ def _visit(run, pcfg, net, img: _Image, win: Window, sums: _Sums, k, n, bar, gro
     blend = np.asarray(content_t[_PIX][0])
     h, w = img.p.window
     img.x[win.y : win.y + h, win.x : win.x + w] = blend * best + (1.0 - blend) * np.asarray(crop[0])
-    new = img.grown_numerators(net, win)
-    sums.num = {n: sums.num[n] - old[n] + new[n] for n in sums.num}
-    sums.per_window[k] = img.stats(net, win)
+    after = img.stats(net, win)
+    sums.num = {n: sums.num[n] - now["grown"][n] + after["grown"][n] for n in sums.num}
+    sums.per_window[k] = _host(after)
     return nfev
 
 
