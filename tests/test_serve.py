@@ -62,7 +62,7 @@ def _png_header_only(width: int, height: int) -> bytes:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     """Images (content 64x48, style, a text file, a bomb header) and a folder of models: a tiny
-    one-style network, a tiny 2-style one and a file that is not a model."""
+    one-style network, a tiny 3-style one and a file that is not a model."""
     from jaxstyle.nets import transformer_net as tn
 
     d = tmp_path_factory.mktemp("serve")
@@ -96,12 +96,13 @@ def files(tmp_path_factory) -> dict[str, Path]:
         tn.TINY,
         {"style": "paintings/candy.jpg"},
     )
-    multi = dataclasses.replace(tn.TINY, num_styles=2)
+    # Three styles, as tests/test_api.py's: the suite's compilation cache serves both.
+    multi = dataclasses.replace(tn.TINY, num_styles=3)
     models.save_model(
-        m / "two.safetensors",
+        m / "three.safetensors",
         random_params(multi),
         multi,
-        {"styles": json.dumps(["s/a.png", "s/b.png"])},
+        {"styles": json.dumps(["s/a.png", "s/b.png", "s/c.png"])},
     )
     (m / "broken.safetensors").write_bytes(b"not safetensors")
     (m / "readme.txt").write_text("ignored: not a model file")
@@ -256,7 +257,7 @@ def test_apply_and_models(client, files):
     listing = client.get("/api/models").json()
     assert listing["models"] == [
         {"name": "candy.safetensors", "kind": "johnson", "styles": ["candy.jpg"]},
-        {"name": "two.safetensors", "kind": "multistyle", "styles": ["a.png", "b.png"]},
+        {"name": "three.safetensors", "kind": "multistyle", "styles": ["a.png", "b.png", "c.png"]},
     ]
     assert list(listing["skipped"]) == ["broken.safetensors"]
 
@@ -269,17 +270,17 @@ def test_apply_and_models(client, files):
     content = imlib.load_image(files["content"])
     want = jaxstyle.load_model(files["models"] / "candy.safetensors")(content)
     np.testing.assert_array_equal(_png(r.content), np.round(want * 255).astype(np.uint8))
-    two = jaxstyle.load_model(files["models"] / "two.safetensors")
-    r = apply(model="two.safetensors", style_index="1", size="32")
-    want = two(imlib.resize_long_side(content, 32), style_index=1)
+    three = jaxstyle.load_model(files["models"] / "three.safetensors")
+    r = apply(model="three.safetensors", style_index="1", size="32")
+    want = three(imlib.resize_long_side(content, 32), style_index=1)
     np.testing.assert_array_equal(_png(r.content), np.round(want * 255).astype(np.uint8))
     # Errors: the API's own messages, with the request's names.
     cases = {
         (("model", "nope.safetensors"),): (404, "model 'nope.safetensors': no such model"),
         (("model", "broken.safetensors"),): (404, "no such model"),
         (("model", "candy.safetensors"), ("style_index", "0")): (400, "style_index is for"),
-        (("model", "two.safetensors"),): (400, "give style_index or style_mix"),
-        (("model", "two.safetensors"), ("style_index", "5")): (400, "0 a.png, 1 b.png"),
+        (("model", "three.safetensors"),): (400, "give style_index or style_mix"),
+        (("model", "three.safetensors"), ("style_index", "5")): (400, "0 a.png, 1 b.png, 2 c.png"),
         (("model", "candy.safetensors"), ("alpha", "x")): (400, "alpha: expected a number"),
         (("model", "candy.safetensors"), ("colour", "1")): (400, "unknown field(s) colour"),
         (): (400, "model: give a model's name"),
@@ -324,7 +325,10 @@ def test_bad_uploads_then_the_server_goes_on(client, files):
     # Over the byte limit: refused from Content-Length before the body is read.
     big = np.random.default_rng(0).integers(0, 255, UPLOAD_LIMIT + 1, dtype=np.uint8).tobytes()
     r = client.post("/api/stylize", files={"content": ("big.png", big)})
-    assert r.status_code == 413 and "over this server's limit of 1 MiB" in r.json()["error"]
+    assert (
+        r.status_code == 413
+        and "upload of 1 MiB is over this server's limit of 1 MiB a request" in r.json()["error"]
+    )
 
     def chunked():  # no Content-Length: counted as it streams in
         yield b'--b\r\nContent-Disposition: form-data; name="content"; filename="a.png"\r\n\r\n'
@@ -505,7 +509,7 @@ def test_cli_serves_until_interrupted(tmp_path, files):
                 break
             assert time.time() < deadline and proc.poll() is None, "the server did not answer"
             time.sleep(0.1)
-        assert [m["name"] for m in models] == ["candy.safetensors", "two.safetensors"]
+        assert [m["name"] for m in models] == ["candy.safetensors", "three.safetensors"]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0, proc.stderr.read()
     finally:
