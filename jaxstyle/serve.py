@@ -284,8 +284,12 @@ def stylize_config(fields: Mapping[str, str]) -> GatysConfig:
 
 
 def png_bytes(image: np.ndarray, compress_level: int = 1) -> bytes:
-    """An H x W x 3 float image in [0, 1] as PNG bytes (level 1: about as small as level 6
-    for photographs at a fraction of the time, which matters per ``apply`` request)."""
+    """An H x W x 3 float image in [0, 1] as PNG bytes.
+
+    Level 1 for ``apply`` answers: the demo photo at 512 px took 23 ms for 292 KB, against
+    93 ms for 272 KB at level 6 (2 busy CPU cores); a job's image is encoded once per change at
+    level 6, since it is kept and downloaded.
+    """
     u8 = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(u8, mode="RGB").save(buf, format="PNG", compress_level=compress_level)
@@ -458,6 +462,7 @@ class Jobs:
             if job.stop.is_set():
                 raise _Stopped
 
+        end: dict[str, Any] = {}
         try:
             if job.stop.is_set():
                 raise _Stopped
@@ -470,17 +475,17 @@ class Jobs:
                 callback_every=every,
             )
         except _Stopped:
-            job.update(state="stopped")
+            end = {"state": "stopped"}
         except Exception as e:  # noqa: BLE001 - a job's failure is its state, the server goes on
-            job.update(state="failed", error=f"{type(e).__name__}: {e}")
-        else:
-            job.update(
-                image=result.images[0],
-                state="failed" if result.failed else "done",
-                error="; ".join(result.failed) or None,
-            )
-        finally:
-            job.update(finished=time.time(), content=None, styles=None)
+            end = {"state": "failed", "error": str(e) or type(e).__name__}
+        else:  # a run that ended badly (non-finite loss) keeps its best iterate, and says why
+            end = {
+                "image": result.images[0],
+                "state": "failed" if result.failed else "done",
+                "error": "; ".join(result.failed) or None,
+            }
+        finally:  # one change: whoever sees the final state sees all of it
+            job.update(**end, finished=time.time(), content=None, styles=None)
             with self.lock:
                 self._forget_old()
 

@@ -253,6 +253,20 @@ def test_queue_stop_and_events(client, files, vgg):
     assert client.get("/api/jobs/nope").status_code == 404
 
 
+def test_a_failed_job_says_why_and_the_next_one_runs(app, client, files, vgg, tmp_path):
+    bad = tmp_path / "truncated-vgg16.safetensors"
+    bad.write_bytes(vgg.read_bytes()[:4096])
+    app.state.jobs.weights = str(bad)
+    try:
+        failed, _ = _wait(client, _submit(client, files)["id"])
+    finally:
+        app.state.jobs.weights = str(vgg)
+    assert failed["state"] == "failed" and "cannot read as .safetensors" in failed["error"], failed
+    assert str(bad) in failed["error"] and not failed["has_image"]
+    done, _ = _wait(client, _submit(client, files)["id"])
+    assert done["state"] == "done"
+
+
 def test_apply_and_models(client, files):
     listing = client.get("/api/models").json()
     assert listing["models"] == [
