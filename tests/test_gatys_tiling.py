@@ -9,6 +9,8 @@ iterations per tile (two sweeps: grid edges at 48 px, then shifted by half a til
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -178,6 +180,7 @@ def test_tiled_run_ends_near_the_untiled_loss(vgg16, pair, tiled, untiled):
     assert out.shape == pair[0].shape and np.isfinite(out).all()
     assert out.min() >= 0.0 and out.max() <= 1.0
     assert all(r.get("tiles") for r in tiled.log["iterations"])  # the scale ran tiled
+    json.dumps(tiled.log)  # the log (--log) is JSON
     start = whole_loss(vgg16, pair[0], pair)
     ours, theirs = whole_loss(vgg16, out, pair), whole_loss(vgg16, untiled.images[0], pair)
     assert ours < start / 3  # it optimised

@@ -380,7 +380,8 @@ class _Image:
         tv /= self.tv_norm
         w = {k: float(v) for k, v in self.weights.items() if np.ndim(v) == 0}
         total = w["content"] * content + w["style"] * style + w["tv"] * tv
-        return {"total": total, "content": content, "style": style, "tv": tv}
+        terms = {"total": total, "content": content, "style": style, "tv": tv}
+        return {k: float(v) for k, v in terms.items()}  # the log is JSON
 
     def inputs(self, win: Window, sums: _Sums, now: dict) -> tuple[dict, dict]:
         """The tile objective's ``content_t`` and ``style_g`` for a window whose
@@ -513,7 +514,6 @@ def _record(run, group, b: int, terms: dict, iteration: int, n: int, nfev: int, 
     i = group.idx[b]
     run.per_image[i]["iterations"] += n
     run.per_image[i]["function_evaluations"] += nfev
-    terms = {k: float(v) for k, v in terms.items()}
     record = {"scale": group.scale, "image": i, "iteration": iteration, **terms}
     record.update(function_evaluations=run.per_image[i]["function_evaluations"], tiles=tiles)
     run.records.append(record)
