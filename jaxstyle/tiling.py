@@ -458,7 +458,7 @@ def plan(
         g0 = geometry(kind, config, smallest)
         side = math.isqrt(max(left, 0) // per) - 2 * g0.halo
         tile = min(MAX_TILE, side, -(-max(h, w) // g0.align) * g0.align)
-        tile = max(smallest, tile // 64 * 64 if tile >= 128 else tile)
+        tile = max(smallest, tile // 64 * 64 if tile >= 128 else tile // g0.align * g0.align)
     geo = geometry(kind, config, tile)
     need = geo.window**2 * per
     if need > left:
