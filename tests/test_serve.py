@@ -62,13 +62,17 @@ def _png_header_only(width: int, height: int) -> bytes:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     """Images (content 64x48, style, a text file, a bomb header) and a folder of models: a tiny
-    one-style network, a tiny 3-style one and a file that is not a model."""
+    one-style network, a tiny 3-style one, a random AdaIN model and a file that is not a model."""
+    from jaxstyle.nets import adain
     from jaxstyle.nets import transformer_net as tn
 
     d = tmp_path_factory.mktemp("serve")
     out = {
         "content": imlib.save_image(d / "land.png", demo.draw_landscape(64, 48)),
         "style": imlib.save_image(d / "strokes.png", demo.draw_style(64)),
+        # 40x40 and content 64x48, as tests/test_api.py's AdaIN call: the suite's compilation
+        # cache serves both (AdaIN compiles a program per image and per style size).
+        "style40": imlib.save_image(d / "strokes40.png", demo.draw_style(40)),
         "models": d / "models",
     }
     (d / "notes.png").write_text("not a picture\n")
@@ -104,6 +108,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
         multi,
         {"styles": json.dumps(["s/a.png", "s/b.png", "s/c.png"])},
     )
+    models.save_adain_model(m / "any.safetensors", adain.init_params(0))
     (m / "broken.safetensors").write_bytes(b"not safetensors")
     (m / "readme.txt").write_text("ignored: not a model file")
     return out
@@ -270,14 +275,17 @@ def test_a_failed_job_says_why_and_the_next_one_runs(app, client, files, vgg, tm
 def test_apply_and_models(client, files):
     listing = client.get("/api/models").json()
     assert listing["models"] == [
+        {"name": "any.safetensors", "kind": "adain", "styles": []},
         {"name": "candy.safetensors", "kind": "johnson", "styles": ["candy.jpg"]},
         {"name": "three.safetensors", "kind": "multistyle", "styles": ["a.png", "b.png", "c.png"]},
     ]
     assert list(listing["skipped"]) == ["broken.safetensors"]
 
-    def apply(**fields):
-        with open(files["content"], "rb") as f:
-            return client.post("/api/apply", files={"image": f}, data=fields)
+    def apply(style=None, **fields):
+        uploads = {"image": files["content"].read_bytes()}
+        if style is not None:
+            uploads["style"] = style.read_bytes()
+        return client.post("/api/apply", files=uploads, data=fields)
 
     r = apply(model="candy.safetensors")
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
@@ -287,6 +295,12 @@ def test_apply_and_models(client, files):
     three = jaxstyle.load_model(files["models"] / "three.safetensors")
     r = apply(model="three.safetensors", style_index="1", size="32")
     want = three(imlib.resize_long_side(content, 32), style_index=1)
+    np.testing.assert_array_equal(_png(r.content), np.round(want * 255).astype(np.uint8))
+    # AdaIN: the style is an upload too.
+    r = apply(model="any.safetensors", style=files["style40"], alpha="0.5", style_size="0")
+    want = jaxstyle.load_model(files["models"] / "any.safetensors")(
+        content, styles=imlib.load_image(files["style40"]), alpha=0.5, style_size=0
+    )
     np.testing.assert_array_equal(_png(r.content), np.round(want * 255).astype(np.uint8))
     # Errors: the API's own messages, with the request's names.
     cases = {
@@ -298,6 +312,7 @@ def test_apply_and_models(client, files):
         (("model", "candy.safetensors"), ("alpha", "x")): (400, "alpha: expected a number"),
         (("model", "candy.safetensors"), ("colour", "1")): (400, "unknown field(s) colour"),
         (): (400, "model: give a model's name"),
+        (("model", "any.safetensors"),): (400, "is an AdaIN model: give style images with styles"),
     }
     for fields, (code, fragment) in cases.items():
         r = apply(**dict(fields))
@@ -523,7 +538,11 @@ def test_cli_serves_until_interrupted(tmp_path, files):
                 break
             assert time.time() < deadline and proc.poll() is None, "the server did not answer"
             time.sleep(0.1)
-        assert [m["name"] for m in models] == ["candy.safetensors", "three.safetensors"]
+        assert [m["name"] for m in models] == [
+            "any.safetensors",
+            "candy.safetensors",
+            "three.safetensors",
+        ]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0, proc.stderr.read()
     finally:
