@@ -51,10 +51,10 @@ from jaxstyle.nets.transformer_net import NetConfig
 
 #: Default overlap of neighbouring cores (pixels), blended by linear ramps.
 OVERLAP = 16
-#: Bytes per window pixel of a tile program (Johnson's network; the measured untiled figure of
-#: :data:`jaxstyle.backend.JOHNSON_BYTES_PER_PIXEL`) and of AdaIN's (VGG19 to relu4_1 and back:
-#: 512 channels at 1/8 resolution, 64 at full resolution; measured the same way).
-BYTES_PER_WINDOW_PIXEL = {"johnson": 1_400, "adain": 2_600}
+#: Bytes per window pixel of a tile program (temporaries + outputs from XLA's
+#: ``compiled.memory_analysis()`` of the output program at a 256 px window on CPU: Johnson's
+#: full network 1,294, AdaIN's VGG19 encoder + decoder 2,820; rounded up).
+BYTES_PER_WINDOW_PIXEL = {"johnson": 1_400, "adain": 2_900}
 #: Bytes per image pixel held whole while tiling: the float32 input and output, and slack for
 #: the decode and the 8-bit copy written out.
 BYTES_PER_IMAGE_PIXEL = 32
