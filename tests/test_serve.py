@@ -423,7 +423,7 @@ def browser(tmp_path_factory):
 
 def test_page_in_a_browser(browser, server, files, vgg):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     browser.get(server + "/")
     find = browser.find_element
@@ -458,6 +458,7 @@ def test_page_in_a_browser(browser, server, files, vgg):
     assert _png(saved[0].read_bytes()).shape == (48, 64, 3)
     # A model answers at once: choose it, start, the image appears.
     find(By.ID, "mode-apply").click()
+    Select(find(By.ID, "model")).select_by_value("candy.safetensors")
     find(By.ID, "size").clear()
     find(By.ID, "size").send_keys("48")
     find(By.ID, "start").click()
