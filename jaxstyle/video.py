@@ -114,7 +114,8 @@ def exact_fps(fps: float) -> Fraction:
 
     ffmpeg prints 30000/1001 as ``29.97`` and 24000/1001 as ``23.98``; a rational rate of that
     NTSC family is taken when it rounds to the printed value, else the printed value itself
-    (``12.5`` -> 25/2). Writing at the rounded 29.97 would drift by a frame every ~17 minutes.
+    (``12.5`` -> 25/2). Written at the printed 23.98, a 24000/1001 film would run 0.017% fast
+    (a frame every 4 minutes) and its timestamps would no longer be the source's.
     """
     if fps <= 0 or not math.isfinite(fps):
         raise ValueError(f"not a frame rate: {fps}")
@@ -149,6 +150,9 @@ def probe(path: str | Path) -> VideoInfo:
     try:
         meta = next(gen)
     except (OSError, RuntimeError, StopIteration, IndexError, ValueError) as e:
+        text = str(e)
+        if "Stream #" in text and " Video: " not in text:  # e.g. an audio file
+            raise VideoError(f"{path}: holds no video stream") from None
         raise VideoError(f"{path}: not a readable video ({_ffmpeg_reason(e)})") from None
     finally:
         gen.close()
@@ -188,9 +192,10 @@ def check_output(output: str | Path, inputs: Sequence[str | Path]) -> None:
 
 
 class Writer:
-    """Frames in, an H.264 file out: encoded into a temporary file beside ``output``, the
-    source's audio copied in by :meth:`close`, then renamed onto ``output``. Leaving the
-    ``with`` block by an exception leaves ``output`` as it was and removes the temporary files.
+    """Frames in, an H.264 file out (a context manager): encoded into a temporary file beside
+    ``output``; on leaving the ``with`` block the source's audio is copied in and the file
+    renamed onto ``output``. Leaving it by an exception leaves ``output`` as it was and removes
+    the temporary files. ``audio_note`` then says what happened to the audio.
 
     Odd frame sizes are kept: they are encoded as 4:4:4 (yuv444p), which H.264 allows at any
     size, instead of 4:2:0, which needs even sides (and which ffmpeg would reach by resizing).

@@ -309,13 +309,17 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
     text.write_text("not a video\n")
     garbage = d / "garbage.safetensors"
     garbage.write_bytes(b"\x00" * 64)
-    return {"text": text, "garbage": garbage}
+    tone = d / "tone.m4a"
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "lavfi"]
+    subprocess.run([*cmd, "-i", "sine=duration=0.2", str(tone)], check=True, capture_output=True)
+    return {"text": text, "garbage": garbage, "tone": tone}
 
 
 def bad_cases(clips, model_file, bad, style):
     return {
         "unreadable": ([bad["text"], "--model", model_file], "not a readable video"),
         "missing": ([bad["text"].with_name("nope.mp4"), "--model", model_file], "no such file"),
+        "audio only": ([bad["tone"], "--model", model_file], "tone.m4a: holds no video stream"),
         "no mode": ([clips["audio"]], "give --model MODEL"),
         "gatys flag with a model": (
             [clips["audio"], "--model", model_file, "--iterations", 5],
@@ -341,14 +345,21 @@ def bad_cases(clips, model_file, bad, style):
     }
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        "unreadable", "missing", "no mode", "gatys flag with a model", "model flag with gatys",
-        "negative temporal weight", "style flag for a johnson model", "missing model",
-        "bad weights file",
-    ],
-)  # fmt: skip
+BAD_CASES = (
+    "unreadable",
+    "missing",
+    "audio only",
+    "no mode",
+    "gatys flag with a model",
+    "model flag with gatys",
+    "negative temporal weight",
+    "style flag for a johnson model",
+    "missing model",
+    "bad weights file",
+)
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
 def test_bad_input_is_one_line_exit_2_nothing_written(
     clips, model_file, bad_files, tmp_path, capsys, case
 ):
