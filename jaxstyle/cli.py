@@ -998,13 +998,17 @@ def cmd_video(args: argparse.Namespace) -> int:
         raise video.VideoError(f"{info.path}: holds no video frames")
     bar = tqdm(total=info.frames, unit="frame", desc="video", disable=args.quiet, file=sys.stderr)
 
+    shown: dict[str, str] = {}  # the bar's postfix: the running frame, and the last flicker
+
     def on_frame(row: dict) -> None:
-        bar.update(1)
         if row.get("flicker") is not None:
-            bar.set_postfix(flicker=f"{row['flicker']:.2f}")
+            shown["flicker"] = f"{row['flicker']:.2f}"
+        bar.set_postfix(shown, refresh=False)
+        bar.update(1)
 
     def on_iteration(t: int, iteration: int, losses: dict) -> None:
-        bar.set_postfix(frame=t + 1, it=iteration, loss=f"{losses.get('total', 0):.4g}")
+        shown.update(frame=str(t + 1), it=str(iteration), loss=f"{losses.get('total', 0):.4g}")
+        bar.set_postfix(shown)
 
     # Loading inside: a failed load leaves no output and no temporary file either.
     with video.Writer(out, info, crf=args.crf) as writer:

@@ -427,7 +427,6 @@ class FrameLog:
     def summary(self) -> dict[str, Any]:
         """Mean flicker over frames 2.. and the time of frame 1 against the rest."""
         flick = [r["flicker"] for r in self.rows if r.get("flicker") is not None]
-        flick = [f for f in flick if not math.isnan(f)]
         secs = [r["seconds"] for r in self.rows]
         out: dict[str, Any] = {
             "frames": len(self.rows),
@@ -440,6 +439,11 @@ class FrameLog:
         if cons:
             out["consistent_mean"] = float(np.mean(cons))
         return out
+
+
+def _finite(value: float) -> float | None:
+    """``value``, or None for NaN (a frame without consistent pixels; JSON has no NaN)."""
+    return None if math.isnan(value) else value
 
 
 def _at_size(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -533,7 +537,7 @@ def stylize_video(
             "compile_seconds": summary["compile_seconds"],
         }
         if backward is not None:
-            row["flicker"] = flicker(out, prev_out, backward, mask)
+            row["flicker"] = _finite(flicker(out, prev_out, backward, mask))
             row["consistent"] = float(mask.mean())
         write(imlib.resize(out, *out_shape) if out.shape[:2] != tuple(out_shape) else out)
         row["seconds"] = time.perf_counter() - t0
@@ -585,7 +589,7 @@ def feed_forward_video(
             if measure and state["prev_out"] is not None:
                 backward = flow(content, state["prev_in"])
                 mask = consistency(flow(state["prev_in"], content), backward)
-                row["flicker"] = flicker(out, state["prev_out"], backward, mask)
+                row["flicker"] = _finite(flicker(out, state["prev_out"], backward, mask))
                 row["consistent"] = float(mask.mean())
             write(imlib.resize(out, *out_shape) if out.shape[:2] != tuple(out_shape) else out)
             log.rows.append(row)
