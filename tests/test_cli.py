@@ -537,6 +537,7 @@ def test_stylize_that_ends_badly_exits_1(inputs, offline, tmp_path, capsys, monk
     # up the restarts: the best (finite) iterate and the log are written, each failure is an
     # error: line on stderr, and the exit status is 1, not 0.
     import jax.numpy as jnp
+    from PIL import Image
 
     from jaxstyle import gatys
     from jaxstyle import weights as jw
@@ -552,7 +553,12 @@ def test_stylize_that_ends_badly_exits_1(inputs, offline, tmp_path, capsys, monk
     real = gatys.stylize
     monkeypatch.setattr(gatys, "stylize", lambda *a, **k: real(*a, objective=never_finite, **k))
     out, log = tmp_path / "out.png", tmp_path / "log.json"
-    argv = [str(inputs["content"]), str(inputs["style"]), "-o", str(out), "--log", str(log)]
+    # The content with transparency (a left-to-right ramp): the best iterate keeps it.
+    rgba = np.asarray(Image.open(inputs["content"]).convert("RGBA")).copy()
+    rgba[..., 3] = np.linspace(0, 255, rgba.shape[1]).astype(np.uint8)
+    content = tmp_path / "land_rgba.png"
+    Image.fromarray(rgba, "RGBA").save(content)
+    argv = [str(content), str(inputs["style"]), "-o", str(out), "--log", str(log)]
     rc, stdout, stderr = run_main(
         capsys, "stylize", *argv, "--weights", str(weights), "--size", "32", "-q"
     )
@@ -561,4 +567,6 @@ def test_stylize_that_ends_badly_exits_1(inputs, offline, tmp_path, capsys, monk
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 2 and "not finite" in errors[1], stderr
     assert png_size(out) == (32, 24)
+    alpha = np.asarray(Image.open(out))[..., 3] / 255.0
+    np.testing.assert_allclose(alpha, imlib.load_alpha(content, 32), atol=1 / 255 + 1e-6)
     assert json.loads(log.read_text())["summary"]["failed"] == [e[len("error: ") :] for e in errors]
