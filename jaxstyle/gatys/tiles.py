@@ -344,7 +344,7 @@ class _Image:
         _, _, _, grown = _window_inputs(win, self.p, self.x, self.masks, self.margin)
         c = self.content[win.y : win.y + self.p.window[0], win.x : win.x + self.p.window[1]]
         s = _window_stats(net, crop, c, pix, core, grown, self.cl, self.sl)
-        return {**jax.device_get({k: v for k, v in s.items() if k != "content"}), **s}
+        return {**jax.device_get(_host(s)), "content": s["content"]}
 
     def sums(self, net, wins: Sequence[Window]) -> _Sums:
         return _Sums([_host(self.stats(net, win)) for win in wins])
