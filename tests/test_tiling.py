@@ -144,12 +144,21 @@ def test_tiled_adain_equals_whole():
     params = _thin_adain()
     style = _image(40, 40, seed=5)[::-1]
     mean, std = adain.weighted_stats(params, [style])
-    for h, w in [(45, 70), (67, 43)]:
+    for h, w in [(100, 150), (151, 97)]:  # the smallest tiles (144 px): two windows
         image = _image(h, w, seed=1)
         want = np.asarray(adain.stylize_with_stats(params, image[None], mean, std, 0.7))[0]
-        plan = tiling.plan("adain", None, (h, w), 2**31, tile=24, batch_size=6)
-        assert len(tiling._windows((h, w), plan.geometry)) == 6
+        plan = tiling.plan("adain", None, (h, w), 2**31, tile=144, batch_size=2)
+        assert len(tiling._windows((h, w), plan.geometry)) == 2
         _close(tiling.apply_adain(params, image, mean, std, 0.7, plan), want)
+    # Through Model (the same programs), with a mask whose black shows another style: the
+    # whole runs blended.
+    model = jaxstyle.Model(kind="adain", params=params, config=None, metadata={}, name="thin")
+    image, other = _image(100, 150, seed=3), _image(24, 24, seed=4)
+    opts = {"style_size": 0, "alpha": 0.7, "batch_size": 2}
+    mask = np.tile(np.linspace(0, 1, 150, dtype=np.float32), (100, 1))
+    whole = [model(image, styles=s, tile=0, **opts) for s in (style, other)]
+    got = model(image, styles=style, tile=144, mask=mask, mask_style=other, **opts)
+    _close(got, mask[..., None] * whole[0] + (1 - mask[..., None]) * whole[1])
 
 
 def test_model_tiles_what_does_not_fit(files):
