@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import math
 import shutil
 import socket
 import struct
@@ -76,7 +77,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "models": d / "models",
     }
     (d / "notes.png").write_text("not a picture\n")
-    (d / "bomb.png").write_bytes(_png_header_only(20000, 20000))
+    # Over the pixel limit by half: refused by jaxstyle's own header check, below Pillow's
+    # (twice its MAX_IMAGE_PIXELS, which jaxstyle serve sets to the limit, as every command).
+    side = math.isqrt(imlib.MAX_PIXELS * 3 // 2)
+    (d / "bomb.png").write_bytes(_png_header_only(side, side))
     out["text"], out["bomb"] = d / "notes.png", d / "bomb.png"
     rng = np.random.default_rng(0)
 
@@ -319,7 +323,12 @@ def test_apply_and_models(client, files):
         assert r.status_code == code and fragment in r.json()["error"], (fields, r.text)
 
 
-def test_bad_uploads_then_the_server_goes_on(client, files):
+def test_bad_uploads_then_the_server_goes_on(client, files, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", imlib.MAX_PIXELS)  # as cli.main sets it
+    side = math.isqrt(imlib.MAX_PIXELS * 3 // 2)
+
     def post(path, uploads, data=None):
         opened = {k: (Path(p).name, Path(p).read_bytes()) for k, p in uploads.items()}
         return client.post(path, files=opened, data=data or SMALL)
@@ -328,7 +337,7 @@ def test_bad_uploads_then_the_server_goes_on(client, files):
         ("/api/stylize", {"content": files["text"], "style": files["style"]}, 400,
          "content (notes.png): not an image file"),
         ("/api/stylize", {"content": files["content"], "style": files["bomb"]}, 400,
-         "style (bomb.png): refused as a decompression bomb"),
+         f"style (bomb.png): {side}x{side} exceeds the {imlib.MAX_PIXELS:,}-pixel limit"),
         ("/api/apply", {"image": files["text"]}, 400, "image (notes.png): not an image file"),
         ("/api/stylize", {"content": files["content"]}, 400, "style: give at least one"),
         ("/api/stylize", {"style": files["style"]}, 400, "content: give one image file"),
