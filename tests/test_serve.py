@@ -3,8 +3,8 @@ free loopback port, the page in headless Chromium, and the command's flags.
 
 Stylize jobs run on the cached real VGG16 (the tests that need it skip where it is absent; a
 random one written here would cost 14 s of initialisation) at 64 px with two shallow layers, so
-one compilation (about 8 s on 2 CPU cores) serves every job of the module; the models are tiny
-networks written by the tests.
+one compilation (8 s on 2 CPU cores, 16 s while other work ran) serves every job of the module;
+the models are tiny networks written by the tests, with test_api's shapes where it has them.
 """
 
 from __future__ import annotations
