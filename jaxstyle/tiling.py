@@ -459,6 +459,9 @@ def plan(
         side = math.isqrt(max(left, 0) // per) - 2 * g0.halo
         tile = min(MAX_TILE, side, -(-max(h, w) // g0.align) * g0.align)
         tile = max(smallest, tile // 64 * 64 if tile >= 128 else tile // g0.align * g0.align)
+    else:  # no larger than the image (a larger core only widens the window)
+        align = geometry(kind, config, smallest).align
+        tile = min(tile, max(smallest, -(-max(h, w) // align) * align))
     geo = geometry(kind, config, tile)
     need = geo.window**2 * per
     if need > left:
