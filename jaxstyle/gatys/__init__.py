@@ -10,6 +10,9 @@ The image ``x`` minimises ``content_weight * content + style_weight * style + tv
   static), ``vmap``-ed over a batch of same-shape images; the two loop kinds.
 * :mod:`~jaxstyle.gatys.stylize`: the driver that sequences scales, targets, starts, chunks,
   restarts, progress and the log.
+* :mod:`~jaxstyle.gatys.regions`: Gram matrices over weighted regions (style masks, tiles).
+* :mod:`~jaxstyle.gatys.tiles`: scales too large for memory, optimised tile by tile against
+  the whole image's loss.
 """
 
 from jaxstyle.gatys.lbfgs import FIRST_STEP

@@ -108,7 +108,9 @@ def stylize(
             iterations (counted over all scales).
         log_fn: where warnings go (default: stderr, above the progress bar).
         objective: the loss of one image, with the signature of
-            :func:`jaxstyle.gatys.objective.objective` (the default).
+            :func:`jaxstyle.gatys.objective.objective` (the default). A scale over the memory
+            budget, or longer than ``cfg.tile``, runs in tiles (:mod:`jaxstyle.gatys.tiles`)
+            with the default loss only; there ``aux`` may hold only style masks.
         callback: called as ``callback(image_index, iteration, losses, image)`` every
             ``callback_every`` iterations (counted over all scales, as ``on_save``) and after
             each scale's last iteration. ``losses`` is that image's latest log record
