@@ -1,11 +1,12 @@
 """python -m experiments.bench_tiling [--size 6000x4000] [--compare 1536x1024] [--tile 512]
-(6000x4000 on 2 cores: tens of minutes; --size 1200x800 --compare 512x384: about 3 minutes)
+[--max-memory SIZE]   (6000x4000: not timed yet; the reduced run in the README, 2 shared cores:
+about 8 minutes)
 
 Peak memory and time of ``jaxstyle apply`` through the full Johnson network (random weights,
 seed 0: the cost does not depend on them), each run a fresh ``python -m jaxstyle`` process:
 
 * ``--size``: the print-size photo with the defaults (tiled because it exceeds the default
-  ``--max-memory``); its peak resident memory is the child's ``ru_maxrss``.
+  ``--max-memory``, or the given one); its peak resident memory is the child's ``ru_maxrss``.
 * ``--compare``: a size that fits whole: untiled (``--tile 0``) against ``--tile`` tiles, the
   same image; time, peak memory, and the outputs' max / mean difference in 1/255 steps.
 
@@ -92,8 +93,9 @@ def main(args: argparse.Namespace) -> dict:
     print(json.dumps(diff), flush=True)
     w, h = parse_size(args.size)
     big = photo(out / f"photo-{w}x{h}.png", w, h)
+    limit = ["--max-memory", args.max_memory] if args.max_memory else []
     rows[f"{args.size} default"] = run(
-        ["apply", str(model), str(big), "-o", str(out / "print.png"), "-q"]
+        ["apply", str(model), str(big), "-o", str(out / "print.png"), "-q", *limit]
     )
     print(json.dumps({args.size: "default", **rows[f"{args.size} default"]}), flush=True)
     (out / "summary.json").write_text(json.dumps(rows, indent=1))
@@ -108,5 +110,6 @@ if __name__ == "__main__":
     p.add_argument("--size", default="6000x4000", help="the print-size photo, WxH")
     p.add_argument("--compare", default="1536x1024", help="a size that fits whole, WxH")
     p.add_argument("--tile", type=int, default=512, help="tile of the compared tiled run")
+    p.add_argument("--max-memory", help="apply's --max-memory for the --size run")
     p.add_argument("--out", default="outputs/bench_tiling")
     main(p.parse_args())

@@ -790,11 +790,15 @@ class Model:
                 the network's receptive field, :func:`jaxstyle.tiling.min_tile`).
             max_memory: the memory an image's run may plan to use: bytes, or a string such as
                 ``"2GiB"`` or ``"800MiB"`` (default: 2 GiB, less on a smaller machine).
-            mask: an HW array or a grayscale image file, resized to each image: the output is
-                ``mask * stylised + (1 - mask) * other``, the other being the content, or
-            mask_style_index: (``multistyle``) the network's output in this style, or
-            mask_style: (``adain``) the output with this style image (same alpha and
-                colours).
+            mask: an HW array (``uint8``, or float in [0, 1]) or a grayscale image file,
+                resized to each image: the output is ``mask * stylised + (1 - mask) * other``,
+                the other being the content (composited over white), unless one of:
+            mask_style_index: (``multistyle``) the network's output in this style;
+            mask_style: (``adain``) the output with this style image (an array or a path;
+                the same alpha, style size and colour option).
+
+        An image with transparency (an H x W x 4 array, or a file with alpha) runs composited
+        over white and its output has the same alpha as a fourth channel.
             progress: a progress bar on stderr while an image runs in tiles.
             on_done: called as ``on_done(index, output)`` as each image finishes; outputs are
                 then handed over, not kept, and the call returns ``None``.
