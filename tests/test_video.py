@@ -78,14 +78,24 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
-    """A tiny Johnson network with perturbed weights (so its output depends on its input)."""
+    """A tiny Johnson network with random weights (its output depends on its input).
+
+    Drawn to the shapes of ``init_params`` (``jax.eval_shape``, 0.3 s) instead of running flax's
+    initialiser (17 s on 2 cores).
+    """
     from jaxstyle.nets import transformer_net as tn
 
     rng = np.random.default_rng(1)
-    params = jax.tree_util.tree_map(
-        lambda a: np.asarray(a) + 0.2 * rng.standard_normal(a.shape).astype(np.float32),
-        tn.init_params(tn.TINY, jax.random.PRNGKey(0)),
-    )
+    shapes = jax.eval_shape(lambda: tn.init_params(tn.TINY, jax.random.PRNGKey(0)))
+
+    def draw(path, leaf):
+        name, shape = path[-1].key, leaf.shape
+        if name == "kernel":  # LeCun-normal, as flax's default
+            return rng.standard_normal(shape).astype(np.float32) / np.sqrt(np.prod(shape[:-1]))
+        mean = 1.0 if name == "scale" else 0.0
+        return (mean + 0.2 * rng.standard_normal(shape)).astype(np.float32)
+
+    params = jax.tree_util.tree_map_with_path(draw, shapes)
     path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
     return models.save_model(path, params, tn.TINY, {"style": "candy.jpg"})
 
