@@ -3,7 +3,7 @@
 about 8 minutes)
 
 Peak memory and time of ``jaxstyle apply`` through the full Johnson network (random weights,
-seed 0: the cost does not depend on them), each run a fresh ``python -m jaxstyle`` process:
+seed 0: the cost does not depend on them), each run in a fresh process (``jaxstyle.cli.main``):
 
 * ``--size``: the print-size photo with the defaults (tiled because it exceeds the default
   ``--max-memory``, or the given one); its peak resident memory is the child's ``ru_maxrss``.

@@ -536,8 +536,9 @@ def _memory_plans(
 
 
 def _check_tile(kind: str, config: Any, tile: Any, max_memory: Any, names) -> tuple[Any, int]:
-    """``tile`` and ``max_memory`` checked; the limit in bytes (default: the smaller of
-    :data:`jaxstyle.tiling.DEFAULT_MAX_MEMORY` and what the machine can give)."""
+    """``tile`` and ``max_memory`` checked; the limit in bytes (default on CPU: the smaller
+    of :data:`jaxstyle.tiling.DEFAULT_MAX_MEMORY` and what the machine can give; on a GPU or
+    TPU: :func:`jaxstyle.backend.memory_budget`, its own memory)."""
     from jaxstyle import backend, tiling
 
     if tile is not None:
@@ -549,7 +550,9 @@ def _check_tile(kind: str, config: Any, tile: Any, max_memory: Any, names) -> tu
                 f"{names['tile']} {tile}: tiles must be at least {smallest} px for this network "
                 f"(its receptive field), or 0 for no tiling"
             )
-    if max_memory is None:
+    if max_memory is None:  # a laptop's share on CPU; an accelerator's own budget
+        if not backend.on_cpu():
+            return tile, backend.memory_budget()
         return tile, min(tiling.DEFAULT_MAX_MEMORY, backend.memory_budget())
     try:
         return tile, tiling.parse_bytes(max_memory)

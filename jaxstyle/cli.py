@@ -614,7 +614,7 @@ def _add_feed_forward_parsers(sub) -> None:
         "--max-memory",
         metavar="SIZE",
         help="memory an image may use, e.g. 2GiB or 800MiB (a number alone: MiB); larger "
-        "images run in tiles (default: 2GiB, less on a smaller machine)",
+        "images run in tiles (default: 2GiB on CPU, less on a smaller machine; a GPU's own)",
     )
     p.add_argument(
         "--mask",

@@ -678,8 +678,8 @@ def largest_intermediate(fn: Callable, *args) -> int:
 # ---------------------------------------------------------------------------------------------
 # Memory limits as users write them.
 
-#: ``--max-memory``'s default: what a laptop can spare (capped by
-#: :func:`jaxstyle.backend.memory_budget` on smaller machines).
+#: ``--max-memory``'s default on CPU: what a laptop can spare (capped by
+#: :func:`jaxstyle.backend.memory_budget` on smaller machines; a GPU's default is its budget).
 DEFAULT_MAX_MEMORY = 2 << 30
 _UNITS = {"": 2**20, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6,
           "mib": 2**20, "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12,
