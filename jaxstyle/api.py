@@ -510,7 +510,10 @@ def _memory_plans(
         h, w = shape
         return math.ceil(h / bucket) * bucket * math.ceil(w / bucket) * bucket
 
+    # Johnson's measured figure; AdaIN's (VGG19 down and up) is about twice it.
     per_image = backend.JOHNSON_BYTES_PER_PIXEL
+    if kind == "adain":
+        per_image = tiling.BYTES_PER_WINDOW_PIXEL["adain"]
     plans = []
     for name, shape in items:
         need = padded(shape) * per_image
