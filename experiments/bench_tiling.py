@@ -111,5 +111,5 @@ if __name__ == "__main__":
     p.add_argument("--compare", default="1536x1024", help="a size that fits whole, WxH")
     p.add_argument("--tile", type=int, default=512, help="tile of the compared tiled run")
     p.add_argument("--max-memory", help="apply's --max-memory for the --size run")
-    p.add_argument("--out", default="outputs/bench_tiling")
+    p.add_argument("--out", default="out/bench_tiling", help="output folder")
     main(p.parse_args())
