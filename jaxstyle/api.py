@@ -172,7 +172,16 @@ def check_stylize(
     hw, pixels = max(largest.items(), key=lambda kv: kv[1])
     budget = backend.memory_budget()
     tiling = tiles.plan(cfg, hw, pixels // (hw[0] * hw[1]))
-    if tiling is not None:  # tiled: memory follows the window, not the image
+    if tiling is not None:  # tiled: device memory follows the window, not the image
+        host = tiles.host_bytes(pixels)
+        host_budget = int(backend.MEMORY_SHARE * imlib.physical_memory())
+        if host > host_budget:
+            raise ValueError(
+                f"--size {max(cfg.resolved_scales())}: even in tiles, the whole image's copies "
+                f"in host memory need about {host / 2**30:.1f} GiB "
+                f"({tiles.HOST_BYTES_PER_PIXEL} bytes a pixel), over the "
+                f"{host_budget / 2**30:.1f} GiB this machine can give; use a smaller --size"
+            )
         need_bytes = tiles.window_bytes(tiling, cfg)
         if need_bytes > budget:
             raise ValueError(

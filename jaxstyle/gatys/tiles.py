@@ -139,6 +139,17 @@ def plan(cfg: GatysConfig, shape: Sequence[int], n_images: int = 1) -> Plan | No
     return Plan(tile, cfg.tile_halo, (min(h, side), min(w, side)))
 
 
+#: Host memory of a tiled scale per output pixel: the whole image's float32 RGB copies the
+#: driver keeps (the content at each scale, the iterate, the scale's result, the output and its
+#: finishing copies: about ten), with a margin. Tiling bounds device memory, not these.
+HOST_BYTES_PER_PIXEL = 160
+
+
+def host_bytes(pixels: int) -> int:
+    """Estimated host memory of a tiled run of ``pixels`` output pixels (all its images)."""
+    return pixels * HOST_BYTES_PER_PIXEL
+
+
 def window_bytes(p: Plan, cfg: GatysConfig) -> int:
     """Estimated peak memory of optimising one window."""
     return backend.gatys_bytes(p.window[0] * p.window[1], cfg.history_size)
