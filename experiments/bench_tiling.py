@@ -76,21 +76,25 @@ def main(args: argparse.Namespace) -> dict:
     model = out / "full-random.safetensors"
     models.save_model(model, tn.init_params(tn.FULL, jax.random.PRNGKey(0)), tn.FULL, {})
     rows = {}
-    cw, ch = parse_size(args.compare)
-    small = photo(out / f"photo-{cw}x{ch}.png", cw, ch)
-    for name, flags in (("whole", ["--tile", "0", "--max-memory", "100GiB"]),
-                        ("tiled", ["--tile", str(args.tile)])):  # fmt: skip
-        rows[f"{args.compare} {name}"] = run(
-            ["apply", str(model), str(small), "-o", str(out / f"{name}.png"), "-q", *flags]
-        )
-        print(json.dumps({args.compare: name, **rows[f"{args.compare} {name}"]}), flush=True)
-    from PIL import Image
+    if args.compare:
+        cw, ch = parse_size(args.compare)
+        small = photo(out / f"photo-{cw}x{ch}.png", cw, ch)
+        for name, flags in (("whole", ["--tile", "0", "--max-memory", "100GiB"]),
+                            ("tiled", ["--tile", str(args.tile)])):  # fmt: skip
+            rows[f"{args.compare} {name}"] = run(
+                ["apply", str(model), str(small), "-o", str(out / f"{name}.png"), "-q", *flags]
+            )
+            print(json.dumps({args.compare: name, **rows[f"{args.compare} {name}"]}), flush=True)
+        from PIL import Image
 
-    a = np.asarray(Image.open(out / "whole.png"), np.int16)
-    b = np.asarray(Image.open(out / "tiled.png"), np.int16)
-    diff = {"max_diff_255": int(np.abs(a - b).max()), "mean_diff_255": float(np.abs(a - b).mean())}
-    rows[f"{args.compare} difference"] = diff
-    print(json.dumps(diff), flush=True)
+        a = np.asarray(Image.open(out / "whole.png"), np.int16)
+        b = np.asarray(Image.open(out / "tiled.png"), np.int16)
+        diff = {
+            "max_diff_255": int(np.abs(a - b).max()),
+            "mean_diff_255": float(np.abs(a - b).mean()),
+        }
+        rows[f"{args.compare} difference"] = diff
+        print(json.dumps(diff), flush=True)
     w, h = parse_size(args.size)
     big = photo(out / f"photo-{w}x{h}.png", w, h)
     limit = ["--max-memory", args.max_memory] if args.max_memory else []
@@ -108,7 +112,9 @@ if __name__ == "__main__":
         sys.exit(0)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
     p.add_argument("--size", default="6000x4000", help="the print-size photo, WxH")
-    p.add_argument("--compare", default="1536x1024", help="a size that fits whole, WxH")
+    p.add_argument(
+        "--compare", default="1536x1024", help="a size that fits whole, WxH ('': no comparison)"
+    )
     p.add_argument("--tile", type=int, default=512, help="tile of the compared tiled run")
     p.add_argument("--max-memory", help="apply's --max-memory for the --size run")
     p.add_argument("--out", default="out/bench_tiling", help="output folder")
