@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from experiments.lib import timing
 
 SETTINGS = {
     "full": {
@@ -59,16 +60,6 @@ def picture(h: int, w: int, seed: int) -> np.ndarray:
         phase, amp = rng.uniform(0, 2 * np.pi), rng.uniform(0.1, 0.3, 3)
         out += amp * np.sin(f[0] * yy + f[1] * xx + phase)[..., None]
     return ((out - out.min()) / (np.ptp(out) + 1e-6)).astype(np.float32)
-
-
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    """Median seconds of ``fn`` (which blocks until its results are ready)."""
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def load_vgg():
@@ -166,8 +157,7 @@ def check_apply(s: dict, size: int, n: int, num_styles: int = 1) -> dict:
     def run():
         return apply_images(params, ncfg, images, batch_size=batch, style=style)
 
-    run()
-    sec = timed(run, 2)
+    sec = timing.median_time(run, 2)  # after one warm-up call
     return {"images_per_s": round(n / sec, 2), "seconds_per_image": round(sec / n, 4)}
 
 
@@ -184,8 +174,7 @@ def check_adain(s: dict) -> dict:
     def run():
         return adain.stylize(params, content, [style]).block_until_ready()
 
-    run()
-    sec = timed(run, 3)
+    sec = timing.median_time(run, 3)  # after one warm-up call
     return {"images_per_s": round(1 / sec, 2), "seconds_per_image": round(sec, 4)}
 
 
