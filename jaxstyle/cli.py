@@ -410,6 +410,20 @@ def _alpha_warning(files, outputs) -> None:
         )
 
 
+def _style_options(args: argparse.Namespace, styles: list) -> dict[str, object]:
+    """The feed-forward style flags ``apply`` and ``video --model`` share, as
+    :func:`jaxstyle.api.check_apply` keywords."""
+    return {
+        "style_index": args.style_index,
+        "style_mix": _parse_numbers("--style-mix", args.style_mix),
+        "styles": styles or None,
+        "style_weights": _parse_numbers("--style-weights", args.style_weights),
+        "alpha": args.alpha,
+        "style_size": args.style_size,
+        "preserve_colors": args.preserve_colors,
+    }
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -431,13 +445,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         kind,
         args.model,
         files,
-        style_index=args.style_index,
-        style_mix=_parse_numbers("--style-mix", args.style_mix),
-        styles=styles or None,
-        style_weights=_parse_numbers("--style-weights", args.style_weights),
-        alpha=args.alpha,
-        style_size=args.style_size,
-        preserve_colors=args.preserve_colors,
+        **_style_options(args, styles),
         batch_size=args.batch_size,
         bucket=args.bucket,
         tile=args.tile,
@@ -932,13 +940,7 @@ def _video_feed_forward_setup(args, info, styles: list[Path], work: tuple[int, i
         kind,
         args.model,
         [placeholder] * max(1, min(batch, 64)),
-        style_index=args.style_index,
-        style_mix=_parse_numbers("--style-mix", args.style_mix),
-        styles=styles or None,
-        style_weights=_parse_numbers("--style-weights", args.style_weights),
-        alpha=args.alpha,
-        style_size=args.style_size,
-        preserve_colors=args.preserve_colors,
+        **_style_options(args, styles),
         batch_size=batch,
         bucket=4,  # every frame has one size: pad only to the network's multiple of 4
         names=APPLY_FLAGS,  # the same flags as apply's
