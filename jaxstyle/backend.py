@@ -34,6 +34,11 @@ def cpu_conv_forms() -> bool:
     return on_cpu() if _CPU_CONV_FORMS is None else _CPU_CONV_FORMS
 
 
+def conv_forms_forced() -> bool | None:
+    """``True``/``False`` inside :func:`conv_forms` (``"cpu"``/``"xla"``), else ``None``."""
+    return _CPU_CONV_FORMS
+
+
 @contextlib.contextmanager
 def conv_forms(kind: str) -> Iterator[None]:
     """Within the block, trace ``"cpu"`` convolution forms or plain ``"xla"`` convolutions

@@ -3,18 +3,25 @@
 * A persistent XLA compilation cache in a temp dir for the whole session, so tests that build
   the same programs (same shapes and settings) compile them once.
 * ``vgg16_path`` / ``vgg16``: the real ImageNet VGG16 from the cache, or a skip with the reason.
+* ``JAXSTYLE_AUTOTUNE=0`` unless set: the fixed convolution forms, not measured ones.
 * ``shared_images``: the photos and paintings in ``../shared/images``, which a user's machine
   does not have: tests that need them skip with the reason.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import jax
-import pytest
+# The suite runs the fixed convolution forms (jaxstyle.nets.conv.fixed_forms): measuring every
+# shape of every test would cost minutes and make results depend on the machine's load.
+# tests/test_autotune.py turns tuning on where it is tested; subprocesses inherit this.
+os.environ.setdefault("JAXSTYLE_AUTOTUNE", "0")
 
-from experiments.lib.paths import SHARED_IMAGES
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from experiments.lib.paths import SHARED_IMAGES  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -31,6 +31,9 @@ upsample + 3x3 64->32: 311 / 811 -> 168 / 392 [156 / 523]. The whole network:
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -183,23 +186,21 @@ def im2col_conv(xp: jax.Array, kernel: jax.Array) -> jax.Array:
     return jnp.einsum("nhwk,ko->nhwo", cols, kernel.reshape(k * k * cin, cout))
 
 
-def upsample_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def _upsample_phases(x: jax.Array, kernel: jax.Array, inner) -> jax.Array:
     """``conv3x3(reflect_pad(nearest_upsample_x2(x), 1))`` without forming the upsampled image.
 
     Output row 2m reads upsampled rows 2m-1, 2m, 2m+1 = x rows m-1, m, m (tap 0 on m-1, taps
     1+2 on m); row 2m+1 reads x rows m, m, m+1. At the borders, reflection padding of the
-    upsampled image equals edge padding of x. Same for columns.
+    upsampled image equals edge padding of x. Same for columns. ``inner`` runs the four 2x2
+    'VALID' convolutions.
     """
     n, h, w, cin = x.shape
-    # The 2x2 convolutions as one im2col matmul each for up to 64 input channels, XLA's
-    # convolution above (measured at 256 px, batches 1-8).
-    conv = im2col_conv if backend.cpu_conv_forms() and cin <= 64 else xla_conv
     xe = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
     rows = []
     for py in range(2):
         ky = _phase_taps(kernel, 0, py)
         cols = [
-            conv(xe[:, py : py + h + 1, px : px + w + 1, :], _phase_taps(ky, 1, px))
+            inner(xe[:, py : py + h + 1, px : px + w + 1, :], _phase_taps(ky, 1, px))
             for px in range(2)
         ]
         rows.append(jnp.stack(cols, axis=3))  # (n, h, w, 2, cout)
@@ -207,39 +208,188 @@ def upsample_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return y.reshape(n, 2 * h, 2 * w, -1)
 
 
-def conv2d(xp: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
-    """'VALID' convolution of a padded NHWC input, in the form measured fastest for its shape.
+def upsample_explicit(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """The definition: nearest x2 upsampling, reflection padding of 1, XLA's 3x3 convolution."""
+    up = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+    return xla_conv(jnp.pad(up, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect"), kernel)
 
-    Off CPU (GPU/TPU) it is always XLA's convolution, which their compilers tile well.
-    """
-    k, _, cin, cout = kernel.shape
+
+def shifted_conv(xp: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Stride-1 'VALID' convolution as a sum of k*k matmuls, one per kernel tap."""
+    k, _, _, _ = kernel.shape
     _, hp, wp, _ = xp.shape
-    if backend.cpu_conv_forms() and stride == 1:
-        if k > 3 and cin <= 4 and _tiles_of_4(xp, k):
-            return conv_space_to_depth(xp, kernel)
+    h, w = hp - k + 1, wp - k + 1
+    return sum(
+        jnp.einsum("nhwc,co->nhwo", xp[:, dy : dy + h, dx : dx + w, :], kernel[dy, dx])
+        for dy in range(k)
+        for dx in range(k)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The forms of each kind of site, and the rules used when they are not measured.
+#
+# A *site* is one convolution of a network at one shape (:class:`jaxstyle.autotune.Site`):
+# ``conv`` (a 'VALID' convolution of a padded input, any kernel and stride: Johnson's and
+# AdaIN's networks), ``same3x3`` (VGG's zero-padded 3x3) or ``upsample`` (nearest x2, reflection
+# padding and a 3x3). Every form of a kind computes the same function of ``(x, kernel)``.
+
+
+def _pad1(x: jax.Array) -> jax.Array:
+    return jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+
+
+def _same_xla(x, kernel):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=DIMS)
+
+
+#: kind -> form name -> fn(x, kernel, stride).
+FORMS: dict[str, dict[str, Callable[..., jax.Array]]] = {
+    "conv": {
+        "xla": xla_conv,
+        "winograd": lambda xp, k, s: _winograd_forward(xp, k),
+        "space_to_depth": lambda xp, k, s: conv_space_to_depth(xp, k),
+        "few_out": lambda xp, k, s: _few_out_forward(xp, k),
+        "im2col": lambda xp, k, s: im2col_conv(xp, k),
+        "shifted": lambda xp, k, s: shifted_conv(xp, k),
+    },
+    "same3x3": {
+        "xla": lambda x, k, s: _same_xla(x, k),
+        "winograd": lambda x, k, s: _winograd_forward(_pad1(x), k),
+        "im2col": lambda x, k, s: im2col_conv(_pad1(x), k),
+        "shifted": lambda x, k, s: shifted_conv(_pad1(x), k),
+    },
+    "upsample": {
+        "phase_xla": lambda x, k, s: _upsample_phases(x, k, xla_conv),
+        "phase_im2col": lambda x, k, s: _upsample_phases(x, k, im2col_conv),
+        "explicit": lambda x, k, s: upsample_explicit(x, k),
+    },
+}
+#: The form every kind is checked against (values and gradients).
+REFERENCE = {"conv": "xla", "same3x3": "xla", "upsample": "explicit"}
+#: Forms the tuner times as a backward pass (the gradient of the form, by autodiff). Winograd
+#: and the shifted-output sum are left out: autodiff through their tile transforms and shifted
+#: sums was 2-4x slower than XLA's convolution gradient, and compiling them costs tuning time.
+BACKWARD_FORMS = {
+    "conv": ("xla", "space_to_depth", "im2col", "shifted"),
+    "same3x3": ("xla", "im2col", "shifted"),
+    "upsample": ("phase_xla", "phase_im2col", "explicit"),
+}
+#: A form that copies the input k*k times (im2col) is only a candidate while that copy stays
+#: under this many bytes (it is timed at the real shape, and a 1 Mpx VGG window would need GBs).
+IM2COL_MAX_BYTES = 256 * 2**20
+
+
+def _dims(site) -> tuple[int, int, int, int, int, int]:
+    """(output h, output w, cin, cout, k, stride) of a site."""
+    _, h, w, cin = site.x_shape
+    k, cout = site.k_shape[0], site.k_shape[3]
+    if site.kind == "conv":
+        h, w = (h - k) // site.stride + 1, (w - k) // site.stride + 1
+    elif site.kind == "upsample":
+        h, w = 2 * h, 2 * w
+    return h, w, cin, cout, k, site.stride
+
+
+def valid_forms(site, backward: bool = False) -> list[str]:
+    """The forms that can compute ``site`` (as a backward pass with ``backward``)."""
+    h, w, cin, cout, k, stride = _dims(site)
+    n = site.x_shape[0]
+    copy_bytes = n * h * w * k * k * cin * 4
+    ok = {"xla", "explicit", "phase_xla"}
+    if stride == 1:
+        if copy_bytes <= IM2COL_MAX_BYTES:
+            ok |= {"im2col", "phase_im2col"}
+        if k <= 3:  # k*k separate matmuls: 81 for a 9x9 kernel never won, and compile slowly
+            ok.add("shifted")
+        if k == 3 and h % 2 == 0 and w % 2 == 0:
+            ok.add("winograd")
+        if k > 3 and h % 4 == 0 and w % 4 == 0 and min(cin, cout) <= 4:
+            ok.add("space_to_depth")
+        if k > 1 and cout <= 16:
+            ok.add("few_out")
+    names = BACKWARD_FORMS[site.kind] if backward else FORMS[site.kind]
+    return [f for f in names if f in ok]
+
+
+def fixed_forms(site) -> tuple[str, str]:
+    """(forward, backward) by the shape rules measured on one machine (2 AVX2 cores; see the
+    module docstring): what runs with autotuning off, or on shapes not known at trace time."""
+    _, hp, wp, cin = site.x_shape
+    k, cout = site.k_shape[0], site.k_shape[3]
+    if site.kind == "upsample":
+        form = "phase_im2col" if cin <= 64 else "phase_xla"
+        return form, form
+    if site.kind == "same3x3":
+        if cin <= 4:
+            return "im2col", "im2col"
+        if hp * wp <= 32 * 32 and cin >= 256:
+            return "shifted", "shifted"
+        return "xla", "xla"
+    if site.stride == 1:
+        tiles_of_4 = (hp - k + 1) % 4 == 0 and (wp - k + 1) % 4 == 0
+        if k > 3 and cin <= 4 and tiles_of_4:
+            return "space_to_depth", "space_to_depth"
         if k > 3 and cout <= 4:
-            return conv_few_out(xp, kernel)
+            return "few_out", "space_to_depth" if tiles_of_4 else "xla"
         if k == 3 and cin >= 32 and hp % 2 == 0 and wp % 2 == 0:
-            return conv3x3_winograd(xp, kernel)
-    return xla_conv(xp, kernel, stride)
+            return "winograd", "xla"
+    return "xla", "xla"
+
+
+def _run(kind: str, x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
+    """A site in the forms :func:`jaxstyle.autotune.forms` picks: the forward form's values,
+    the backward form's gradient."""
+    from jaxstyle import autotune
+
+    site = autotune.Site(kind, tuple(x.shape), tuple(kernel.shape), stride, str(x.dtype))
+    fwd, bwd = autotune.forms(site)
+    if fwd == bwd:
+        return FORMS[kind][fwd](x, kernel, stride)
+    return _tuned(x, kernel, site, fwd, bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _tuned(x, kernel, site, fwd, bwd):
+    return FORMS[site.kind][fwd](x, kernel, site.stride)
+
+
+def _tuned_fwd(x, kernel, site, fwd, bwd):
+    return FORMS[site.kind][fwd](x, kernel, site.stride), (x, kernel)
+
+
+def _tuned_bwd(site, fwd, bwd, res, g):
+    def form(a, b):
+        return FORMS[site.kind][bwd](a, b, site.stride)
+
+    return jax.vjp(form, *res)[1](g)
+
+
+_tuned.defvjp(_tuned_fwd, _tuned_bwd)
+
+
+def upsample_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """``conv3x3(reflect_pad(nearest_upsample_x2(x), 1))``, in the forms chosen for its shape:
+    on CPU four 2x2 convolutions on the low-resolution input, one per output phase
+    (:func:`_upsample_phases`: 16 instead of 36 multiply-adds per low-resolution pixel and
+    channel pair), or the definition; elsewhere the phases with XLA's convolutions."""
+    if not backend.cpu_conv_forms():
+        return FORMS["upsample"]["phase_xla"](x, kernel, 1)
+    return _run("upsample", x, kernel)
+
+
+def conv2d(xp: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
+    """'VALID' convolution of a padded NHWC input, in the form chosen for its shape
+    (:mod:`jaxstyle.autotune`). Off CPU (GPU/TPU) it is always XLA's convolution, which their
+    compilers tile and autotune themselves."""
+    if not backend.cpu_conv_forms():
+        return xla_conv(xp, kernel, stride)
+    return _run("conv", xp, kernel, stride)
 
 
 def conv3x3_same(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """VGG's 3x3 'same' convolution (zero padding 1, stride 1), in the form fastest for its shape.
-
-    All forms compute the same function; which one is fastest was measured for forward+backward
-    on 2 CPU cores (experiments/bench_vgg.py): XLA's convolution for large feature maps, one
-    matmul over im2col patches when there are few input channels (conv1_1), and a sum of nine
-    shifted matmuls for small maps with many channels (blocks 4-5 at 256 px), where XLA's
-    convolution underuses the matmul kernel. Off CPU it is always XLA's convolution.
-    """
-    _, h, w, cin = x.shape
-    if backend.cpu_conv_forms() and (cin <= 4 or (h * w <= 32 * 32 and cin >= 256)):
-        xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        if cin <= 4:
-            return im2col_conv(xp, kernel)
-        taps = [xp[:, dy : dy + h, dx : dx + w, :] for dy in range(3) for dx in range(3)]
-        return sum(
-            jnp.einsum("nhwc,co->nhwo", t, kernel[i // 3, i % 3]) for i, t in enumerate(taps)
-        )
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=DIMS)
+    """VGG's 3x3 'same' convolution (zero padding 1, stride 1), in the form chosen for its shape
+    (:mod:`jaxstyle.autotune`). Off CPU it is always XLA's convolution."""
+    if not backend.cpu_conv_forms():
+        return _same_xla(x, kernel)
+    return _run("same3x3", x, kernel)
