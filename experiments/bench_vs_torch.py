@@ -37,6 +37,11 @@ an empty persistent compilation cache, again with the cache it filled, and with 
 disabled (``JAX_ENABLE_COMPILATION_CACHE=false``). Each run gets its own ``$JAXSTYLE_HOME``
 whose ``weights/`` links to the cached weights, so the real cache is never touched.
 
+Convolution forms: measured per site on this machine (:mod:`jaxstyle.autotune`; the first run
+pays the tuning in its warm-up, outside the medians) unless ``JAXSTYLE_AUTOTUNE=0``, which
+runs the fixed shape rules: run it both ways for a before/after. ``conv_choices.csv`` and the
+summary list each site's choice and its time against XLA's convolution.
+
 Writes ``results.csv`` (one row per workload), ``results.json`` (everything, including the raw
 timings and the L-BFGS loss curves), ``sheet.png`` (the L-BFGS outputs of both frameworks),
 ``loss_curves.png`` (L-BFGS loss against seconds), and ``summary.md``. Timings are medians of
@@ -47,6 +52,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,6 +62,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.lib import cli, inputs, outputs, paths, timing
+from jaxstyle import autotune
 
 NAME = "bench_vs_torch"
 
@@ -209,9 +216,13 @@ def time_to_first_result(
     with tempfile.TemporaryDirectory(prefix="jaxstyle-ttfr-") as tmp:
         tmp = Path(tmp)
         homes = {"cached": tmp / "home-cached", "disabled": tmp / "home-disabled"}
+        tuned = autotune.cache_file()
         for home in homes.values():
             (home / "weights").mkdir(parents=True)
             (home / "weights" / weights_file.name).symlink_to(weights_file)
+            if tuned.is_file():  # this machine's convolution choices, as a user's run has them
+                (home / "autotune").mkdir()
+                shutil.copy(tuned, home / "autotune" / tuned.name)
         plan = [
             ("cold cache", "cached", {}),
             ("warm cache", "cached", {}),
@@ -497,8 +508,11 @@ def main(argv: list[str] | None = None) -> dict:
         if with_torch
         else []
     )
+    choices = autotune.used()
     out.csv("results.csv", rows)
     out.csv("time_to_first_result.csv", ttfr)
+    if choices:
+        out.csv("conv_choices.csv", choices)
     out.json(
         "results.json",
         {
@@ -509,6 +523,7 @@ def main(argv: list[str] | None = None) -> dict:
             "lbfgs": lbfgs,
             "johnson": jn,
             "time_to_first_result": ttfr,
+            "conv_choices": choices,
             "env": env,
         },
     )
@@ -523,16 +538,40 @@ def main(argv: list[str] | None = None) -> dict:
             + f"; {r['flops'] / 1e9:.2f} GFLOP ({r['flops_source']}), jax "
             f"{r['jax_gflops']:.1f} GFLOP/s = {r['jax_vs_matmul']:.0%} of matmul"
         )
+    for r in choices:
+        print(f"  {r['site']:40s} forward {r['forward']:14s} backward {r['backward']}")
     for r in ttfr:
         print(
             f"  CLI {r['run']:15s} {r['wall_seconds']:.1f} s (compile {r['compile_seconds']:.1f} s)"
         )
 
     cold, warm, off = ttfr
+    if autotune.enabled():
+        tuned = (
+            "## Convolution forms chosen on this machine (`jaxstyle.autotune`)\n\n"
+            "Per site (kind, kernel, channels, input shape), the form run forward and backward "
+            "and its time against XLA's convolution's at that site, from the tuning "
+            f"measurements (`{autotune.cache_file()}`; ms).\n\n"
+            + outputs.md_table(
+                choices,
+                [
+                    "site",
+                    "forward",
+                    "forward_ms",
+                    "xla_forward_ms",
+                    "backward",
+                    "backward_ms",
+                    "xla_backward_ms",
+                ],
+            )  # fmt: skip
+        )
+    else:
+        tuned = f"## Convolution forms\n\nFixed shape rules ({autotune.ENV}=0): not measured."
     out.summary(
         "jaxstyle vs PyTorch: the same workloads in one run",
         [
-            f"{env['machine']}"
+            f"{env['machine']}; convolution forms "
+            + ("measured per site (autotune)" if autotune.enabled() else "by fixed rules")
             + (f"; torch {env['torch']} with {env['torch_threads']} threads" if with_torch else "")
             + f". Medians of {args.repeats} runs after a warm-up. `ratio_jax_torch` is jaxstyle's "
             "time over PyTorch's (below 1: jaxstyle faster).",
@@ -571,6 +610,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{outputs.fmt(cold['wall_seconds'] - warm['wall_seconds'])} s of "
             f"{outputs.fmt(cold['wall_seconds'])} s on the second run; with it disabled a run "
             f"takes {outputs.fmt(off['wall_seconds'])} s.",
+            tuned,
         ],
     )
     print(f"wrote {out.dir}: " + ", ".join(sorted(set(out.written))))
