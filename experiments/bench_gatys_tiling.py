@@ -1,4 +1,4 @@
-"""python -m experiments.bench_gatys_tiling [--size 3000] [--tile 1024] [--iterations 8]
+"""python -m experiments.bench_gatys_tiling [--size 3000] [--tile 768] [--iterations 8]
 
 Peak memory and time of tiled Gatys (``jaxstyle stylize --tile``) against the untiled run,
 each a ``jaxstyle stylize`` in its own process: peak RSS is the child's ``ru_maxrss`` (from
@@ -8,9 +8,12 @@ per scale: untiled and tiled (``--compare-tile``) at ``--compare-size``, where t
 fits, and tiled (``--tile``) at ``--size``, with the scales ``--coarse`` then ``--size``.
 Also writes each output and a 1:1 crop of the large one across a tile corner (``crop.png``).
 
-At the defaults (3000 px in tiles of 1024, 768 px untiled and in tiles of 384, 8 iterations a
-scale: one sweep of the tiles) about 15 minutes on 2 idle CPU cores (estimated from the
-per-pixel iteration time, not yet run); ``--smoke`` (tiny sizes, 2 iterations) 3 minutes.
+At the defaults (3000 px in tiles of 768, 768 px untiled and in tiles of 384, 8 iterations a
+scale: one sweep of the tiles) about 40 minutes on 2 CPU cores: the 3000 px run alone (the
+same ``jaxstyle stylize`` command) took 29.3 min and peaked at 5.33 GiB, with test runs
+sharing the cores for part of it; in tiles of 1024 it passed 8.56 GiB
+(:data:`jaxstyle.gatys.tiles.WINDOW_BYTES_PER_PIXEL`). ``--smoke`` (tiny sizes, 2 iterations)
+3 minutes.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def main(argv=None) -> None:
     ap = cli.parser(__doc__, NAME)
     cli.add_pair_flags(ap)
     ap.add_argument("--size", type=int, default=3000, help="the tiled run's long side")
-    ap.add_argument("--tile", type=int, default=1024, help="its tile")
+    ap.add_argument("--tile", type=int, default=768, help="its tile")
     ap.add_argument("--coarse", default="512,1024", help="its coarser scales, comma-separated")
     ap.add_argument("--compare-size", type=int, default=768, help="where untiled fits")
     ap.add_argument("--compare-tile", type=int, default=384, help="the tile at --compare-size")

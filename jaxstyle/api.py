@@ -170,25 +170,35 @@ def check_stylize(
         hw = size_for_long_side(shape, max(cfg.resolved_scales()))
         largest[hw] = largest.get(hw, 0) + hw[0] * hw[1]
     hw, pixels = max(largest.items(), key=lambda kv: kv[1])
-    budget = backend.memory_budget()
+    budget = tiles.budget(cfg)
+    where = "--max-memory" if cfg.max_memory else "this machine can give"
     tiling = tiles.plan(cfg, hw, pixels // (hw[0] * hw[1]))
-    if tiling is not None:  # tiled: device memory follows the window, not the image
-        host = tiles.host_bytes(pixels)
-        host_budget = int(backend.MEMORY_SHARE * imlib.physical_memory())
+    if tiling is not None:  # tiled: the network's memory follows the window, not the image
+        cpu = backend.on_cpu()  # (off CPU the window is on the device, the image on the host)
+        host = tiles.host_bytes(pixels) + (tiles.PROCESS_BYTES if cpu else 0)
+        host_budget = budget if cpu else int(backend.MEMORY_SHARE * imlib.physical_memory())
         if host > host_budget:
             raise ValueError(
-                f"--size {max(cfg.resolved_scales())}: even in tiles, the whole image's copies "
-                f"in host memory need about {host / 2**30:.1f} GiB "
+                f"--size {max(cfg.resolved_scales())}: even in tiles, the process and the whole "
+                f"image's copies in host memory need about {host / 2**30:.1f} GiB "
                 f"({tiles.HOST_BYTES_PER_PIXEL} bytes a pixel), over the "
-                f"{host_budget / 2**30:.1f} GiB this machine can give; use a smaller --size"
+                f"{host_budget / 2**30:.1f} GiB {where}; use a smaller --size"
             )
-        need_bytes = tiles.window_bytes(tiling, cfg)
+        need_bytes = tiles.window_bytes(tiling, cfg, pixels if cpu else 0)
         if need_bytes > budget:
+            fits = tiles.auto_tile(cfg, pixels if cpu else 0)
+            side = fits + 2 * cfg.tile_halo
+            ok = tiles.tiled_bytes(side * side, pixels if cpu else 0, cfg) <= budget
+            hint = (
+                f"use --tile {fits} or smaller"
+                if ok and fits < tiling.tile
+                else ("use a smaller --size or --tile-halo")
+            )
             raise ValueError(
                 f"--tile {tiling.tile}: a window of {tiling.window[1]}x{tiling.window[0]} px "
-                f"(the tile and its --tile-halo {tiling.halo}) needs about "
-                f"{need_bytes / 2**30:.1f} GiB, over the {budget / 2**30:.1f} GiB this machine "
-                f"can give; use a smaller --tile"
+                f"(the tile and its --tile-halo {tiling.halo}) and the image's copies need "
+                f"about {need_bytes / 2**30:.1f} GiB, over the {budget / 2**30:.1f} GiB "
+                f"{where}; {hint}"
             )
         return
     need_bytes = backend.gatys_bytes(pixels, cfg.history_size)
@@ -196,9 +206,8 @@ def check_stylize(
         raise ValueError(
             f"--size {max(cfg.resolved_scales())}: needs about {need_bytes / 2**30:.1f} GiB "
             f"({backend.GATYS_BYTES_PER_PIXEL:,} bytes a pixel for VGG forward and backward, plus "
-            f"the L-BFGS history), over the {budget / 2**30:.1f} GiB this machine can give "
-            f"({backend.MEMORY_SHARE:.0%} of its memory); use a smaller --size or fewer images "
-            f"of one shape"
+            f"the L-BFGS history), over the {budget / 2**30:.1f} GiB {where}; use a smaller "
+            f"--size, fewer images of one shape, or tiles (--tile)"
         )
 
 

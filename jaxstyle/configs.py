@@ -108,6 +108,12 @@ class GatysConfig:
         "iterations per tile before the next tile (a sweep); the tile grid shifts by half "
         "a tile between sweeps",
     )
+    max_memory: str = _f(
+        "",
+        "memory the run may plan to use, e.g. 8GiB or 6000 (MiB); scales whose estimate "
+        "is over it run in tiles that fit (default: 70 percent of RAM, or of the accelerator's "
+        "memory)",
+    )
     style_masks: tuple[str, ...] = _f(
         (),
         "one grayscale mask image per style image (white: where that style goes); each "
@@ -153,6 +159,13 @@ class GatysConfig:
             raise ValueError(
                 f"--tile {self.tile}: must be 0 (automatic) or at least {MIN_TILE} pixels"
             )
+        if self.max_memory:
+            from jaxstyle.tiling import parse_bytes
+
+            try:
+                parse_bytes(self.max_memory)
+            except ValueError as e:
+                raise ValueError(f"--max-memory: {e}") from None
         if self.tile_halo < 0 or self.tile_iterations < 1:
             raise ValueError("--tile-halo must be >= 0 and --tile-iterations >= 1")
         if self.style_masks and self.style_blend_weights:

@@ -9,6 +9,7 @@ iterations per tile (two sweeps: grid edges at 48 px, then shifted by half a til
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -95,14 +96,16 @@ def test_plan_tiles_what_is_asked_or_what_does_not_fit(monkeypatch):
     p = tiles.plan(GatysConfig(tile=64, tile_halo=8), (60, 200))
     assert p == tiles.Plan(64, 8, (60, 80))
     assert tiles.plan(GatysConfig(), (512, 512)) is None  # within this machine's budget
-    monkeypatch.setattr(backend, "memory_budget", lambda: backend.gatys_bytes(300 * 300, 20))
-    p = tiles.plan(GatysConfig(), (512, 512))
-    assert p.tile % tiles.AUTO_TILE_STEP == 0
-    assert tiles.window_bytes(p, GatysConfig()) <= backend.memory_budget()
-    assert (
-        tiles.window_bytes(tiles.plan(GatysConfig(tile=p.tile + 64), (512, 512)), GatysConfig())
-        > backend.memory_budget()
-    )  # noqa: E501
+    pixels = 1024 * 1024
+    budget = tiles.tiled_bytes(300 * 300, pixels, GatysConfig())
+    # The machine's budget, or --max-memory over a machine's budget too small for anything.
+    for machine, cfg in ((budget, GatysConfig()), (1, GatysConfig(max_memory=f"{budget}B"))):
+        monkeypatch.setattr(backend, "memory_budget", lambda m=machine: m)
+        p = tiles.plan(cfg, (1024, 1024))
+        assert p.tile % tiles.AUTO_TILE_STEP == 0 and p.tile + 2 * p.halo <= 300
+        assert tiles.window_bytes(p, cfg, pixels) <= budget
+        larger = tiles.plan(dataclasses.replace(cfg, tile=p.tile + 64), (1024, 1024))
+        assert tiles.window_bytes(larger, cfg, pixels) > budget
 
 
 def test_sweeps_end_where_saves_are_due():
@@ -144,11 +147,23 @@ def test_bad_masks_and_tiles_are_one_line_errors(files, capsys, extra, message):
     assert not (files / "out.png").exists()
 
 
-def test_a_window_over_the_budget_is_refused_before_any_work(files, capsys, monkeypatch):
-    monkeypatch.setattr(backend, "memory_budget", lambda: 2**20)
-    code = main(["stylize", "c.png", "s1.png", "-o", "out.png", "-q", "--tile", "32"])
+@pytest.mark.parametrize(
+    ("budget_mib", "message"),
+    [(1, "use a smaller --size"), (None, "--tile 256: a window of 384x384 px")],
+)
+def test_a_run_over_the_budget_is_refused_before_any_work(files, capsys, budget_mib, message):
+    """--max-memory below the process and image copies, and below a 256 px tile's window
+    (while a 64 px one fits: the message says which tile does)."""
+    cfg = GatysConfig(size=512)
+    pixels = 384 * 512
+    if budget_mib is None:
+        budget_mib = tiles.tiled_bytes(200 * 200, pixels, cfg) / 2**20
+    code = main(["stylize", "c.png", "s1.png", "-o", "out.png", "-q", "--size", "512",
+                 "--tile", "256", "--max-memory", f"{budget_mib}MiB"])  # fmt: skip
     err = capsys.readouterr().err
-    assert code == 2 and "use a smaller --tile" in err and err.count("\n") == 1, err
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    if budget_mib > 1:
+        assert "use --tile 64 or smaller" in err
     assert not (files / "out.png").exists()
 
 

@@ -107,13 +107,24 @@ class Window:
     core: tuple[int, int, int, int]  # y0, y1, x0, x1
 
 
-def auto_tile(cfg: GatysConfig) -> int:
+def budget(cfg: GatysConfig) -> int:
+    """Bytes the run may plan to use: ``--max-memory``, else
+    :func:`jaxstyle.backend.memory_budget`."""
+    if cfg.max_memory:
+        from jaxstyle.tiling import parse_bytes
+
+        return parse_bytes(cfg.max_memory)
+    return backend.memory_budget()
+
+
+def auto_tile(cfg: GatysConfig, image_pixels: int = 0) -> int:
     """The largest tile (a multiple of :data:`AUTO_TILE_STEP`, at most :data:`AUTO_TILE_MAX`)
-    whose window fits the memory budget; the smallest step when none does."""
-    budget = backend.memory_budget()
+    whose tiled run of ``image_pixels`` fits :func:`budget`; the smallest step when none
+    does."""
+    limit = budget(cfg)
     for tile in range(AUTO_TILE_MAX, AUTO_TILE_STEP - 1, -AUTO_TILE_STEP):
         side = tile + 2 * cfg.tile_halo
-        if backend.gatys_bytes(side * side, cfg.history_size) <= budget:
+        if tiled_bytes(side * side, image_pixels, cfg) <= limit:
             return tile
     return AUTO_TILE_STEP
 
@@ -124,7 +135,7 @@ def plan(cfg: GatysConfig, shape: Sequence[int], n_images: int = 1) -> Plan | No
 
     With ``cfg.tile`` a scale is tiled when its long side exceeds the tile; with ``tile=0``
     when the untiled run's memory estimate (:func:`jaxstyle.backend.gatys_bytes`) exceeds
-    the budget, with tiles of :func:`auto_tile`.
+    :func:`budget`, with tiles of :func:`auto_tile`.
     """
     h, w = int(shape[0]), int(shape[1])
     if cfg.tile > 0:
@@ -132,16 +143,27 @@ def plan(cfg: GatysConfig, shape: Sequence[int], n_images: int = 1) -> Plan | No
             return None
         tile = cfg.tile
     else:
-        if backend.gatys_bytes(h * w * n_images, cfg.history_size) <= backend.memory_budget():
+        if backend.gatys_bytes(h * w * n_images, cfg.history_size) <= budget(cfg):
             return None
-        tile = auto_tile(cfg)
+        tile = auto_tile(cfg, h * w * n_images)
     side = tile + 2 * cfg.tile_halo
     return Plan(tile, cfg.tile_halo, (min(h, side), min(w, side)))
 
 
-#: Host memory of a tiled scale per output pixel: the whole image's float32 RGB copies the
-#: driver keeps (the content at each scale, the iterate, the scale's result, the output and its
-#: finishing copies: about ten), with a margin. Tiling bounds device memory, not these.
+#: Peak memory of a tiled run, from the peak resident memory (``ru_maxrss``) of ``jaxstyle
+#: stylize`` runs on CPU (2 cores, JAX 0.10.2, tubingen + starry night, 8 iterations a scale):
+#: a fixed part (the process: Python, JAX, VGG16, compiled programs), bytes per window pixel
+#: (the network's activations and gradients, XLA's temporaries, the window's L-BFGS history)
+#: and bytes per output pixel (the whole image's float32 RGB copies the driver keeps: the
+#: content at each scale, the iterate, the scale's result, the output and its finishing
+#: copies). Tiling bounds the first two; the last grows with the output. Measured: 1400 px in
+#: tiles of 256 and 512 (windows of 384 and 640 px): 2.04 and 2.94 GiB, 3,660 bytes per window
+#: pixel between them; 3000 px in tiles of 768 (896 px windows): 5.33 GiB (the fit's estimate
+#: with 3,660: 5.1); 3000 px in tiles of 1024 (1152 px windows): over 8.56 GiB before it ended.
+#: The cost per window pixel grows with the window, so :data:`WINDOW_BYTES_PER_PIXEL` is taken
+#: from the largest window an automatic tile makes (1152 px), and over-estimates smaller ones.
+PROCESS_BYTES = 1_400 * 2**20
+WINDOW_BYTES_PER_PIXEL = 5_100
 HOST_BYTES_PER_PIXEL = 160
 
 
@@ -150,9 +172,20 @@ def host_bytes(pixels: int) -> int:
     return pixels * HOST_BYTES_PER_PIXEL
 
 
-def window_bytes(p: Plan, cfg: GatysConfig) -> int:
-    """Estimated peak memory of optimising one window."""
-    return backend.gatys_bytes(p.window[0] * p.window[1], cfg.history_size)
+def tiled_bytes(window_pixels: int, image_pixels: int, cfg: GatysConfig) -> int:
+    """Estimated peak memory of a run whose largest scale is tiled (:data:`PROCESS_BYTES`)."""
+    history = 2 * min(cfg.history_size, cfg.tile_iterations) * 12  # the window's L-BFGS pairs
+    return (
+        PROCESS_BYTES
+        + window_pixels * (WINDOW_BYTES_PER_PIXEL + history)
+        + host_bytes(image_pixels)
+    )
+
+
+def window_bytes(p: Plan, cfg: GatysConfig, image_pixels: int = 0) -> int:
+    """Estimated peak memory of a tiled run with plan ``p`` and ``image_pixels`` output
+    pixels."""
+    return tiled_bytes(p.window[0] * p.window[1], image_pixels, cfg)
 
 
 def _cuts(n: int, tile: int, offset: int) -> list[tuple[int, int]]:
