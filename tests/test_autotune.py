@@ -167,3 +167,12 @@ def test_forced_forms_and_symbolic_shapes_use_the_fixed_rules(tuning):
         assert not autotune.enabled()
         assert autotune.forms(site) == ("winograd", "xla")
     assert not (tuning / "autotune").exists()
+
+
+def test_a_forward_only_program_times_no_backward_pass(tuning):
+    x, k = _inputs((1, 12, 16, 8), (3, 3, 8, 16))
+    jax.jit(conv.conv3x3_same)(x, k)
+    (row,) = autotune.used()
+    assert row["backward"] == "-" and row["forward"] in conv.FORMS["same3x3"]
+    entry = json.loads(autotune.cache_file().read_text())["sites"][row["key"]]
+    assert set(entry) == {"forward"}

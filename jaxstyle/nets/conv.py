@@ -338,12 +338,16 @@ def fixed_forms(site) -> tuple[str, str]:
 
 
 def _run(kind: str, x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
-    """A site in the forms :func:`jaxstyle.autotune.forms` picks: the forward form's values,
-    the backward form's gradient."""
+    """A site in its chosen forms: the forward form's values, the backward form's gradient.
+
+    Tuned (:mod:`jaxstyle.autotune`), the backward form is chosen only when a gradient is
+    traced, so a forward-only program (``apply``) never times backward passes."""
     from jaxstyle import autotune
 
     site = autotune.Site(kind, tuple(x.shape), tuple(kernel.shape), stride, str(x.dtype))
-    fwd, bwd = autotune.forms(site)
+    if autotune.tunes(site):
+        return _tuned(x, kernel, site, autotune.choose(site, "forward"), None)
+    fwd, bwd = fixed_forms(site)
     if fwd == bwd:
         return FORMS[kind][fwd](x, kernel, stride)
     return _tuned(x, kernel, site, fwd, bwd)
@@ -359,6 +363,11 @@ def _tuned_fwd(x, kernel, site, fwd, bwd):
 
 
 def _tuned_bwd(site, fwd, bwd, res, g):
+    if bwd is None:  # measured, now that a gradient is wanted
+        from jaxstyle import autotune
+
+        bwd = autotune.choose(site, "backward")
+
     def form(a, b):
         return FORMS[site.kind][bwd](a, b, site.stride)
 
