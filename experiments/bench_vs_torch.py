@@ -1,4 +1,4 @@
-"""python -m experiments.bench_vs_torch [--out DIR] [--smoke]   (5.5 minutes on 2 CPU cores)
+"""python -m experiments.bench_vs_torch [--out DIR] [--smoke]   (13 minutes on 2 CPU cores)
 
 --smoke (64 px Gatys, 32 px Johnson, 3 L-BFGS iterations, 32 px CLI runs): about 2 minutes.
 Both runtimes were measured (JAX 0.10.2).
@@ -37,10 +37,12 @@ an empty persistent compilation cache, again with the cache it filled, and with 
 disabled (``JAX_ENABLE_COMPILATION_CACHE=false``). Each run gets its own ``$JAXSTYLE_HOME``
 whose ``weights/`` links to the cached weights, so the real cache is never touched.
 
-Convolution forms: measured per site on this machine (:mod:`jaxstyle.autotune`; the first run
-pays the tuning in its warm-up, outside the medians) unless ``JAXSTYLE_AUTOTUNE=0``, which
-runs the fixed shape rules: run it both ways for a before/after. ``conv_choices.csv`` and the
-summary list each site's choice and its time against XLA's convolution.
+Convolution forms: measured per site on this machine (:mod:`jaxstyle.autotune`) unless
+``JAXSTYLE_AUTOTUNE=0``, which runs the fixed shape rules: run it both ways for a before/after.
+The first run pays the tuning in its warm-ups, outside the medians (38 more minutes here with
+the tuner's first timing policy, which spent longer per form than it does now).
+``conv_choices.csv`` and the summary list each site's choice and its time against XLA's
+convolution.
 
 Writes ``results.csv`` (one row per workload), ``results.json`` (everything, including the raw
 timings and the L-BFGS loss curves), ``sheet.png`` (the L-BFGS outputs of both frameworks),
