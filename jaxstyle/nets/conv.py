@@ -15,11 +15,12 @@ float rounding) in a form that spends its time in XLA's matmul kernel:
   convolution, as four 2x2 convolutions on the low-resolution input (one per output phase) with
   summed kernel taps: 16 instead of 36 multiply-adds per low-resolution pixel and channel pair.
 
-Gradients that autodiff makes slow (through tile transforms and shifted sums) are replaced with
-:func:`jax.custom_vjp` by the gradient of an equivalent form. :func:`conv2d` (Johnson's network) and
-:func:`conv3x3_same` (VGG) pick the form on CPU, asking :mod:`jaxstyle.backend`; on GPU/TPU they
-are XLA's convolution (:func:`jaxstyle.backend.conv_forms` overrides the choice while a
-program is exported for another platform).
+A convolution's gradient may run in another form than its values (:func:`jax.custom_vjp`):
+autodiff through tile transforms and shifted sums is slow. :func:`conv2d` (Johnson's network),
+:func:`conv3x3_same` (VGG) and :func:`upsample_conv3x3` pick both forms on CPU
+(:mod:`jaxstyle.autotune`, or :func:`fixed_forms`); on GPU/TPU they are XLA's convolution
+(:func:`jaxstyle.backend.conv_forms` overrides the choice while a program is exported for
+another platform).
 
 Measured with ``experiments/bench_conv.py`` (2 CPU cores, 256 px, batch 4; forward /
 forward+backward in ms, XLA's convolution -> this module [PyTorch 2.13]): 9x9 3->32: 409 / 412
@@ -55,7 +56,8 @@ def _tap_matrix(kernel: jax.Array) -> jax.Array:
     return kernel.reshape(k * k, cin, cout).transpose(1, 0, 2).reshape(cin, k * k * cout)
 
 
-def _few_out_forward(xp: jax.Array, kernel: jax.Array) -> jax.Array:
+def conv_few_out(xp: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Stride-1 'VALID' convolution for outputs with few channels (summed shifted products)."""
     k, _, _, cout = kernel.shape
     _, hp, wp, _ = xp.shape
     h, w = hp - k + 1, wp - k + 1
@@ -67,31 +69,14 @@ def _few_out_forward(xp: jax.Array, kernel: jax.Array) -> jax.Array:
     )
 
 
-@jax.custom_vjp
-def conv_few_out(xp: jax.Array, kernel: jax.Array) -> jax.Array:
-    """Stride-1 'VALID' convolution for outputs with few channels (summed shifted products)."""
-    return _few_out_forward(xp, kernel)
+def conv3x3_winograd(xp: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Stride-1 'VALID' 3x3 convolution by Winograd's F(2x2, 3x3) (Lavin & Gray 2016).
 
-
-def _few_out_fwd(xp, kernel):
-    return _few_out_forward(xp, kernel), (xp, kernel)
-
-
-def _tiles_of_4(xp: jax.Array, k: int) -> bool:
-    """Whether a k x k 'VALID' output of ``xp`` splits into 4x4 tiles (space-to-depth)."""
-    return (xp.shape[1] - k + 1) % 4 == 0 and (xp.shape[2] - k + 1) % 4 == 0
-
-
-def _few_out_bwd(res, g):
-    xp, kernel = res
-    form = conv_space_to_depth if _tiles_of_4(xp, kernel.shape[0]) else xla_conv
-    return jax.vjp(form, xp, kernel)[1](g)
-
-
-conv_few_out.defvjp(_few_out_fwd, _few_out_bwd)
-
-
-def _winograd_forward(xp: jax.Array, kernel: jax.Array) -> jax.Array:
+    16 instead of 36 multiplications per 2x2 output tile and channel pair, as 16 batched
+    matmuls. The output height and width must be even. Its gradient is not taken through the
+    tile transforms (2-4x slower than XLA's convolution gradient): :data:`BACKWARD_FORMS` leaves
+    it out, and the fixed rules pair it with XLA's.
+    """
     n, hp, wp, cin = xp.shape
     h, w = hp - 2, wp - 2
     # Input tiles of 4x4 at stride 2, transformed by B^T d B, one plane per tile position.
@@ -114,28 +99,6 @@ def _winograd_forward(xp: jax.Array, kernel: jax.Array) -> jax.Array:
     out = [[at([rows[j][p] for j in range(4)])[q] for q in range(2)] for p in range(2)]
     y = jnp.stack([jnp.stack(out[p], axis=3) for p in range(2)], axis=2)  # (n, h/2, 2, w/2, 2, o)
     return y.reshape(n, h, w, -1)
-
-
-@jax.custom_vjp
-def conv3x3_winograd(xp: jax.Array, kernel: jax.Array) -> jax.Array:
-    """Stride-1 'VALID' 3x3 convolution by Winograd's F(2x2, 3x3) (Lavin & Gray 2016).
-
-    16 instead of 36 multiplications per 2x2 output tile and channel pair, as 16 batched
-    matmuls. The output height and width must be even. The gradient is XLA's convolution
-    gradient: autodiff through the tile transforms was 2-4x slower than it.
-    """
-    return _winograd_forward(xp, kernel)
-
-
-def _winograd_fwd(xp, kernel):
-    return _winograd_forward(xp, kernel), (xp, kernel)
-
-
-def _winograd_bwd(res, g):
-    return jax.vjp(xla_conv, *res)[1](g)
-
-
-conv3x3_winograd.defvjp(_winograd_fwd, _winograd_bwd)
 
 
 def conv_space_to_depth(xp: jax.Array, kernel: jax.Array, block: int = 4) -> jax.Array:
@@ -247,15 +210,15 @@ def _same_xla(x, kernel):
 FORMS: dict[str, dict[str, Callable[..., jax.Array]]] = {
     "conv": {
         "xla": xla_conv,
-        "winograd": lambda xp, k, s: _winograd_forward(xp, k),
+        "winograd": lambda xp, k, s: conv3x3_winograd(xp, k),
         "space_to_depth": lambda xp, k, s: conv_space_to_depth(xp, k),
-        "few_out": lambda xp, k, s: _few_out_forward(xp, k),
+        "few_out": lambda xp, k, s: conv_few_out(xp, k),
         "im2col": lambda xp, k, s: im2col_conv(xp, k),
         "shifted": lambda xp, k, s: shifted_conv(xp, k),
     },
     "same3x3": {
         "xla": lambda x, k, s: _same_xla(x, k),
-        "winograd": lambda x, k, s: _winograd_forward(_pad1(x), k),
+        "winograd": lambda x, k, s: conv3x3_winograd(_pad1(x), k),
         "im2col": lambda x, k, s: im2col_conv(_pad1(x), k),
         "shifted": lambda x, k, s: shifted_conv(_pad1(x), k),
     },
