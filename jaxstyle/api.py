@@ -184,11 +184,12 @@ def check_stylize(
                 f"({tiles.HOST_BYTES_PER_PIXEL} bytes a pixel), over the "
                 f"{host_budget / 2**30:.1f} GiB {where}; use a smaller --size"
             )
-        need_bytes = tiles.window_bytes(tiling, cfg, pixels if cpu else 0)
+        image_px = pixels if cpu else 0  # what shares the budget with the window
+        need_bytes = tiles.window_bytes(tiling, cfg, image_px)
         if need_bytes > budget:
-            fits = tiles.auto_tile(cfg, pixels if cpu else 0)
+            fits = tiles.auto_tile(cfg, image_px)
             side = fits + 2 * cfg.tile_halo
-            ok = tiles.tiled_bytes(side * side, pixels if cpu else 0, cfg) <= budget
+            ok = tiles.tiled_bytes(side * side, image_px, cfg) <= budget
             hint = (
                 f"use --tile {fits} or smaller"
                 if ok and fits < tiling.tile

@@ -100,7 +100,7 @@ def enabled() -> bool:
     or :func:`jaxstyle.backend.conv_forms` forces a platform's forms."""
     if os.environ.get(ENV, "1").strip().lower() in ("0", "off", "false", "no"):
         return False
-    return backend.cpu_conv_forms() and backend.conv_forms_forced() is None and backend.on_cpu()
+    return backend.conv_forms_forced() is None and backend.on_cpu()
 
 
 @functools.cache
