@@ -20,11 +20,17 @@ CPU).
 Style weights are the report's mapped to ours by k measured with the Johnson layers (content
 relu2_2; style relu1_2, relu2_2, relu3_3, relu4_3), as in ``experiments/lib/report.py``.
 
+``--data photos`` trains on scikit-image's five colour photos and the ``--content-dir`` photos
+(copied to ``<out>/photos``). A long run can be spread over several sittings: the weights take
+turns checkpoint by checkpoint, training saves every 50 steps, and ``--resume`` (same flags)
+reads back the finished checkpoints' outputs and resumes training where it stopped.
+
 Writes ``sheet.png`` (per weight and test image: content, style, output at each checkpoint),
 ``checkpoints.csv`` (per weight, checkpoint and test image: content/style loss of the output,
 mean change since the previous checkpoint), ``training.csv`` (the training metrics per step),
 ``results.json``, ``loss_curves.png`` and ``summary.md``. Training workdirs (orbax checkpoints,
-TensorBoard) are kept under ``<out>/work`` and started afresh on every run.
+TensorBoard, each checkpoint's test outputs) are kept under ``<out>/work``, started afresh
+unless ``--resume``.
 """
 
 from __future__ import annotations
@@ -37,8 +43,31 @@ from pathlib import Path
 import numpy as np
 
 from experiments.lib import cli, inputs, outputs, paths, report
+from jaxstyle import fileio
 
 NAME = "johnson_checkpoints"
+#: Colour photos that ship with scikit-image (``--data photos``).
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle")
+#: Training checkpoints at most this many steps apart, whatever ``--checkpoints`` says.
+SAVE_EVERY = 50
+
+
+def photo_folder(folder: Path, content_dir: Path) -> Path:
+    """``folder`` filled with scikit-image's :data:`PHOTOS` and the photos of ``content_dir``."""
+    from PIL import Image
+    from skimage import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in PHOTOS:
+        img = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
+        dest = folder / f"{name}.png"
+        if not dest.is_file():
+            with fileio.atomic_path(dest) as tmp:
+                Image.fromarray(img).save(tmp, format="PNG")
+    for p in paths.list_images(content_dir):
+        if not (folder / p.name).is_file():
+            shutil.copy(p, folder / p.name)
+    return folder
 
 
 def step_seconds(training: list[dict], w_rep: float, prev: int, step: int) -> float:
@@ -58,7 +87,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap = cli.parser(__doc__, NAME)
     ap.add_argument("--style", default="starry_night", help="name in --style-dir, or a path")
     ap.add_argument(
-        "--data", default=None, help="folder of training images (default: --content-dir)"
+        "--data",
+        default=None,
+        help="folder of training images (default: --content-dir); 'photos': scikit-image's "
+        f"{', '.join(PHOTOS)} and the --content-dir photos, copied to <out>/photos",
     )
     ap.add_argument("--test", type=int, default=2, help="test images: the first N of --data")
     ap.add_argument("--test-size", type=int, default=256, help="long side of test outputs")
@@ -69,6 +101,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--checkpoints", type=cli.csv_list(int), default=(100, 200, 300))
     ap.add_argument("--report-weights", type=cli.csv_list(float), default=(2000.0, 1000.0))
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on from <out>/work (an earlier run with the same flags): finished checkpoints "
+        "are read back, training resumes from its latest checkpoint",
+    )
     report.add_mapping_flags(ap)
     args = cli.parse(ap, argv)
     cli.smoke(
@@ -84,7 +122,10 @@ def main(argv: list[str] | None = None) -> dict:
     ckpts = sorted(set(args.checkpoints))
     if not ckpts or ckpts[0] < 1:
         ap.error("--checkpoints must be positive step counts")
-    data = Path(args.data) if args.data else inputs.image_dir(args, "content")
+    if args.data == "photos":
+        data = photo_folder(Path(args.out) / "photos", inputs.image_dir(args, "content"))
+    else:
+        data = Path(args.data) if args.data else inputs.image_dir(args, "content")
     if not data.is_dir() or not (files := paths.list_images(data)):
         cli.fail(f"--data {data}: no images there")
     sp = inputs.find_image(args, "style", args.style)
@@ -111,9 +152,10 @@ def main(argv: list[str] | None = None) -> dict:
     k = mapping["k"]
 
     rows, training, by_image, compile_times = [], [], {}, []
+    cfgs, workdirs = {}, {}
     for w_rep in args.report_weights:
         w = report.map_weight(w_rep, k, args.weight_map)
-        cfg = TrainConfig(
+        cfgs[w_rep] = TrainConfig(
             data=f"folder:{data}",
             net=args.transformer,
             image_size=args.image_size,
@@ -123,27 +165,41 @@ def main(argv: list[str] | None = None) -> dict:
             lr=args.lr,
             style_weight=w,
             seed=args.seed,
-            checkpoint_every=ckpts[-1],
+            # Often enough that an interrupted run loses little: --resume goes on from here.
+            checkpoint_every=min(ckpts[0], SAVE_EVERY),
             preview_every=ckpts[-1],
             log_every=1,
         )
-        workdir = out.path(f"work/sw{w_rep:g}")
-        shutil.rmtree(workdir, ignore_errors=True)
-        for step in ckpts:
-            # Each segment is a run to `step` (--steps may change on resumption), which ends
-            # with a checkpoint there and resumes exactly.
-            last = train.train_and_evaluate(
-                dataclasses.replace(cfg, steps=step), workdir, str(sp), net, progress=False
-            )
-            compile_times.append(
-                {
-                    "report_style_weight": w_rep,
-                    "step": step,
-                    "compile_seconds": last.get("compile_seconds"),
-                }
-            )
-            params, ncfg, _ = train.restore_params(workdir)
-            ys = inference.apply_images(params, ncfg, [img for _, img in tests], bucket=4)
+        workdirs[w_rep] = out.path(f"work/sw{w_rep:g}")
+        if not args.resume:
+            shutil.rmtree(workdirs[w_rep], ignore_errors=True)
+    # Checkpoint by checkpoint, every weight in turn: an interrupted run leaves the weights at
+    # (nearly) the same step, and --resume goes on from there.
+    for step in ckpts:
+        for w_rep in args.report_weights:
+            cfg, workdir = cfgs[w_rep], workdirs[w_rep]
+            w = cfg.style_weight
+            done = workdir / f"outputs_step{step}.npz"
+            if done.is_file():  # --resume: this segment finished in an earlier sitting
+                with np.load(done) as saved:
+                    ys = [saved[f"arr_{i}"] for i in range(len(tests))]
+            else:
+                # Each segment is a run to `step` (--steps may change on resumption), which
+                # ends with a checkpoint there and resumes exactly.
+                last = train.train_and_evaluate(
+                    dataclasses.replace(cfg, steps=step), workdir, str(sp), net, progress=False
+                )
+                compile_times.append(
+                    {
+                        "report_style_weight": w_rep,
+                        "step": step,
+                        "compile_seconds": last.get("compile_seconds"),
+                    }
+                )
+                params, ncfg, _ = train.restore_params(workdir)
+                ys = inference.apply_images(params, ncfg, [img for _, img in tests], bucket=4)
+                with fileio.atomic_path(done, suffix=".npz") as tmp:
+                    np.savez(tmp, *ys)  # (the test images' sizes differ)
             for (name, img), y in zip(tests, ys, strict=True):
                 prev = by_image.get((w_rep, name))
                 c, s = report.loss_terms(net, y, img, style, c_layers, s_layers, report=False)
@@ -164,7 +220,9 @@ def main(argv: list[str] | None = None) -> dict:
                 )
                 by_image.setdefault((w_rep, name), []).append((step, y))
                 out.image(f"outputs/sw{w_rep:g}_{name}_step{step}.png", y)
-        for line in (workdir / "metrics.jsonl").read_text().splitlines():
+    for w_rep in args.report_weights:
+        w = cfgs[w_rep].style_weight
+        for line in (workdirs[w_rep] / "metrics.jsonl").read_text().splitlines():
             r = json.loads(line)
             training.append({"report_style_weight": w_rep, "style_weight": w, **r})
 

@@ -651,3 +651,38 @@ def test_contact_sheet_and_outputs(tmp_path):
     md = (tmp_path / "summary.md").read_text()
     assert "Command: `python -m experiments.x --smoke --size 64`" in md
     assert md_tables(md) == [[{"n": "2", "v": "0.5"}]]
+
+
+def test_johnson_checkpoints_resumes_where_it_stopped_on_the_photo_folder(
+    home, image_dirs, monkeypatch, tmp_path
+):
+    """``--resume`` reads back finished checkpoints and trains only the steps after them;
+    ``--data photos`` trains on scikit-image's photos and the content folder's."""
+    monkeypatch.setenv("JAXSTYLE_HOME", str(home))
+    content_dir, style_dir = image_dirs
+    out = tmp_path / "out"
+    argv = [
+        "--smoke", "--data", "photos", "--content-dir", str(content_dir),
+        "--style-dir", str(style_dir), "--style", STYLE, "--out", str(out),
+    ]  # fmt: skip
+    jc = script("johnson_checkpoints")
+    jc.main([*argv, "--checkpoints", "2"])
+    first = read_csv(out / "checkpoints.csv")
+    photos = sorted(p.stem for p in (out / "photos").iterdir())
+    assert photos == sorted({*jc.PHOTOS, *CONTENT})
+    done = out / "work" / "sw2000" / "outputs_step2.npz"
+    stamp = done.stat().st_mtime_ns
+
+    jc.main([*argv, "--checkpoints", "2,4", "--resume"])
+    assert done.stat().st_mtime_ns == stamp  # read back, not recomputed
+    rows = read_csv(out / "checkpoints.csv")
+    assert [r for r in rows if r["step"] == "2"] == first
+    assert all(float(r["mean_abs_change"]) > 0 for r in rows if r["step"] == "4")
+    training = read_csv(out / "training.csv")
+    for w in ("2000.0", "1000.0"):
+        # Steps 1-2 from the first sitting, 3-4 from the second: each exactly once.
+        assert [int(t["step"]) for t in training if t["report_style_weight"] == w] == [1, 2, 3, 4]
+    # Without --resume the work is started afresh.
+    jc.main([*argv, "--checkpoints", "2"])
+    assert done.stat().st_mtime_ns != stamp
+    assert not (out / "work" / "sw2000" / "outputs_step4.npz").exists()
