@@ -233,6 +233,41 @@ def test_loop_kinds_give_the_same_iterates(random_net):
     np.testing.assert_allclose(runs["device"].images[0], runs["host"].images[0], atol=2e-4)
 
 
+@pytest.mark.parametrize("loop", ["host", "device"])
+def test_programs_compiled_in_the_background_are_the_ones_called(random_net, caplog, loop):
+    """``programs.precompile`` builds the step (or device loop) and final-loss programs in a
+    thread while ``init`` compiles; the driver's calls must reuse them, so each program
+    compiles exactly once (an abstract argument that differs from the real one, such as a
+    dropped weak type, compiles it a second time)."""
+    import collections
+    import logging
+    import re
+
+    import jax
+
+    # A shape no other test uses, so no program is in this process's caches yet.
+    content = np.linspace(0.1, 0.9, 36 * 44 * 3, dtype=np.float32).reshape(36, 44, 3)
+    style = np.linspace(0.9, 0.1, 32 * 32 * 3, dtype=np.float32).reshape(32, 32, 3)
+    c = cfg(size=44, iterations=lbfgs.CAREFUL_ITERATIONS + 2, loop=loop, style_weight=1e6)
+    before = jax.config.jax_log_compiles
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level(logging.WARNING, logger="jax"):
+            gatys.stylize([content], [style], random_net, c, progress=False)
+    finally:
+        jax.config.update("jax_log_compiles", before)
+    compiled = collections.Counter(
+        re.findall(r"Finished XLA compilation of jit\((\w+)\)", caplog.text)
+    )
+    # The host loop has two steps: backtracking (the first iterations) and unit steps.
+    expected = {
+        "init": 1,
+        "evaluate": 1,
+        **({"step": 2} if loop == "host" else {"device_chunk": 1}),
+    }
+    assert {k: compiled[k] for k in expected} == expected, compiled
+
+
 def test_auto_loop_is_the_backends_choice():
     from jaxstyle import backend
 
