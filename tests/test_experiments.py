@@ -52,6 +52,7 @@ EXPECTED = {
     "style_weight_sweep": ["sheet.png", "results.csv", "results.json", "loss_curves.png"],
     "layer_choice": ["sheet.png", "results.csv", "results.json", "loss_curves.png"],
     "pooling_convergence": ["sheet.png", "runs.csv", "results.json", "loss_curves.png"],
+    "figure11_noise": ["sheet.png", "results.csv", "results.json", "loss_curves.png"],
     "johnson_checkpoints": [
         "sheet.png",
         "checkpoints.csv",
@@ -82,6 +83,7 @@ IMAGE_ARGS = {
     "style_weight_sweep": ["--content", CONTENT[0], "--style", STYLE],
     "layer_choice": ["--content", CONTENT[0], "--style", STYLE],
     "pooling_convergence": ["--content", CONTENT[0], "--style", STYLE],
+    "figure11_noise": ["--content", CONTENT[0], "--style", STYLE],
     "johnson_checkpoints": ["--style", STYLE],  # trains on the content folder
     "compare_methods": ["--content", CONTENT[0], CONTENT[1], "--style", STYLE],
     "bench_vs_torch": ["--content", CONTENT[0], "--style", STYLE],
@@ -457,8 +459,44 @@ def _any_style(out: Path) -> None:
     np.testing.assert_array_equal(mix[1], one[1])
 
 
+def _figure11_noise(out: Path) -> None:
+    rows = read_csv(out / "results.csv")
+    settings = {(r["input"], r["init"], r["iterations"]) for r in rows}
+    assert settings == {(h, i, n) for h in ("ours", "report") for i in ("content", "noise")
+                        for n in ("2", "4")}  # fmt: skip
+    for r in rows:
+        assert float(r["style_weight"]) > 0 and float(r["tv_ratio"]) > 0
+        if r["input"] == "report":
+            assert float(r["style_weight"]) == 5000.0  # the report's weight, unmapped
+    # A few iterations from uniform noise leave far more speckle than from the photo.
+    by = {(r["input"], r["init"], r["iterations"]): float(r["speckle_ratio"]) for r in rows}
+    for h in ("ours", "report"):
+        assert by[(h, "noise", "2")] > 2 * by[(h, "content", "2")]
+
+
+def test_report_net_is_the_report_input_handling():
+    """``figure11_noise.report_net`` (a 1x1 input map) equals ``report.report_input`` fed to
+    the Caffe-convention network, layer by layer."""
+    import jax
+
+    from experiments.lib import report
+    from jaxstyle.nets.vgg import CAFFE_MEAN_BGR, VGGNet, init_params
+
+    net = VGGNet(params=init_params("vgg16", jax.random.PRNGKey(0)))
+    x = jax.random.uniform(jax.random.PRNGKey(1), (1, 20, 24, 3))
+    layers = ("conv1_1", "conv2_2")
+    emulated = script("figure11_noise").report_net(net).features(x, layers)
+    # The Caffe convention subtracts its mean from 255 * BGR; report_input has no mean, so add
+    # it back before the caffe preprocessing to feed exactly report_input(x).
+    raw = report.report_input(net, x) + np.asarray(CAFFE_MEAN_BGR, np.float32)
+    direct = net.features(raw[..., ::-1] / 255.0, layers)
+    for name in layers:
+        np.testing.assert_allclose(emulated[name], direct[name], rtol=1e-4, atol=1e-4)
+
+
 CHECKS = {
     "any_style": _any_style,
+    "figure11_noise": _figure11_noise,
     "restarts": _restarts,
     "style_weight_sweep": _style_weight_sweep,
     "layer_choice": _layer_choice,
@@ -544,7 +582,7 @@ def test_gatys_flags_build_the_config_with_per_script_defaults():
 
 
 #: Scripts whose images come from --content-dir/--style-dir.
-IMAGE_SCRIPTS = ("style_weight_sweep", "layer_choice", "pooling_convergence")
+IMAGE_SCRIPTS = ("style_weight_sweep", "layer_choice", "pooling_convergence", "figure11_noise")
 IMAGE_SCRIPTS += ("johnson_checkpoints", "compare_methods", "bench_vs_torch", "bench_gatys")
 IMAGE_SCRIPTS += ("choose_style_weight",)
 
