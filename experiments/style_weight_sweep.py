@@ -20,7 +20,8 @@ With ``--scale 1`` the weights are ours, unmapped: README's choice of the defaul
 tubingen --style starry_night --content-layers relu4_2 --style-layers
 relu1_1,relu2_1,relu3_1,relu4_1,relu5_1 --pooling max --iterations 500 --size 512``.
 
-Writes ``sheet.png`` (content, style, outputs per row), ``results.csv`` (final losses per run),
+Writes ``sheet.png`` (content, style, outputs per row), ``results.csv`` (final losses per run,
+and how far each output moved from the previous weight's: where a trend can show at all),
 ``results.json`` (those plus per-iteration losses and the weight mapping), ``loss_curves.png``
 and ``summary.md``.
 """
@@ -28,6 +29,8 @@ and ``summary.md``.
 from __future__ import annotations
 
 import dataclasses
+
+import numpy as np
 
 from experiments.lib import analysis, cli, inputs, outputs, report
 
@@ -90,6 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows, curves, sheet = [], {}, []
     for name, content, style in pairs:
         sheet_row = [(content, f"content\n{name.split('+')[0]}"), (style, "style")]
+        prev = None
         for w_rep in args.report_weights:
             w = mapped[w_rep]
             cfg = dataclasses.replace(base, style_weight=w)
@@ -106,10 +110,16 @@ def main(argv: list[str] | None = None) -> dict:
                 "content_loss": s["content"],
                 "style_loss": s["style"],
                 "total_loss": s["total"],
+                # How much the output moved from the previous weight's (pixels in [0, 1]):
+                # where a trend can be seen at all.
+                "change_from_previous": (
+                    None if prev is None else float(np.mean(np.abs(res.images[0] - prev)))
+                ),
                 "seconds": s["optimisation_seconds"],
                 "compile_seconds": s["compile_seconds"],
             }
             rows.append(row)
+            prev = res.images[0]
             curves[f"{name}@{w_rep:g}"] = {
                 key: analysis.curve(res.log["iterations"], key)[1]
                 for key in ("total", "content", "style")
@@ -174,6 +184,10 @@ def main(argv: list[str] | None = None) -> dict:
                 "style_loss_vs_weight": analysis.trend(s),
                 "content_loss_ratio_last_first": c[-1] / c[0] if c[0] > 0 else float("inf"),
                 "style_loss_ratio_last_first": s[-1] / s[0] if s[0] > 0 else float("inf"),
+                "largest_change_at": max(
+                    rs[1:], key=lambda r: r["change_from_previous"], default=rs[0]
+                )["report_style_weight"],
+                "largest_change": max((r["change_from_previous"] for r in rs[1:]), default=0.0),
             }
         )
     out.json(
@@ -219,6 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "content_loss",
                     "style_loss",
                     "total_loss",
+                    "change_from_previous",
                     "restarts",
                     "seconds",
                 ],
@@ -232,10 +247,14 @@ def main(argv: list[str] | None = None) -> dict:
                     "style_loss_vs_weight",
                     "content_loss_ratio_last_first",
                     "style_loss_ratio_last_first",
+                    "largest_change_at",
+                    "largest_change",
                 ],
             )
-            + "\nThe report: the smaller the content/style ratio, the more the output follows the "
-            "style. "
+            + "\n`largest_change` is the largest mean absolute change of the output (pixels in "
+            "[0, 1]) from one weight of the sweep to the next, `largest_change_at` the (report) "
+            "weight it was reached at.\n\nThe report: the smaller the content/style ratio, "
+            "the more the output follows the style. "
             + (
                 "Confirmed on every pair: a higher style weight gives a lower style loss and a "
                 "higher content loss."

@@ -309,6 +309,18 @@ def _style_weight_sweep(out: Path) -> None:
         curve = data["curves"][f"{r['pair']}@{float(r['report_style_weight']):g}"]
         assert len(curve["total"]) == int(r["iterations"]) == 2
     assert {r["pair"] for r in rows} == {f"{CONTENT[0]}+{STYLE}"}
+    # The change of the output from one weight to the next, from the saved images.
+    imgs = [
+        np.asarray(
+            Image.open(out / "outputs" / f"{r['pair']}_sw{float(r['report_style_weight']):g}.png"),
+            np.float32,
+        )
+        / 255
+        for r in rows
+    ]
+    assert rows[0]["change_from_previous"] == ""
+    for r, a, b in zip(rows[1:], imgs, imgs[1:], strict=False):
+        assert float(r["change_from_previous"]) == pytest.approx(np.mean(np.abs(b - a)), abs=2e-3)
 
 
 def _layer_choice(out: Path) -> None:
