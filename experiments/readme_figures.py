@@ -31,6 +31,10 @@ FIGURES = {
     "style_weight_sweep": (("loss_curves.png",), r"(?P<row>.+)_(?P<label>sw\d+)"),
     "layer_choice": (("loss_curves.png",), r"(?P<row>fig\d+)(?P<label>[ab])"),
     "pooling_convergence": (("loss_curves.png",), r"(?P<row>max|avg)_(?P<label>seed\d+)"),
+    "figure11_noise": (
+        ("loss_curves.png",),
+        r"(?P<row>(?:ours|report)_(?:content|noise))_(?P<label>\d+)",
+    ),
     "johnson_checkpoints": (("loss_curves.png",), r"(?P<row>sw\d+_.+)_(?P<label>step\d+)"),
     "compare_methods": ((), r"(?P<row>.+)_(?P<label>gatys|johnson)"),
     "bench_vs_torch": ((), None),
