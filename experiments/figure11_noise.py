@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
             s = res.log["summary"]
             img = res.images[0]
             tv = float(losses.tv_loss(jnp.asarray(img)[None])[0])
+            noise = speckle(img) / speckle_content
             key = f"{handling}_{init}_{its}"
             rows.append(
                 {
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "style_loss": s["style"],
                     "total_loss": s["total"],
                     "tv_ratio": tv / tv_content,
-                    "speckle_ratio": speckle(img) / speckle_content,
+                    "speckle_ratio": noise,
                     "restarts": s["restarts"],
                     "seconds": s["optimisation_seconds"],
                 }
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
                 (
                     img,
                     f"{its} its: loss {outputs.fmt(s['total'])}\n"
-                    f"TV x{tv / tv_content:.2f}, speckle x{speckle(img) / speckle_content:.2f}",
+                    f"TV x{tv / tv_content:.2f}, speckle x{noise:.2f}",
                 )
             )
         sheet.append(sheet_row)
