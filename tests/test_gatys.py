@@ -238,7 +238,8 @@ def test_programs_compiled_in_the_background_are_the_ones_called(random_net, cap
     """``programs.precompile`` builds the step (or device loop) and final-loss programs in a
     thread while ``init`` compiles; the driver's calls must reuse them, so each program
     compiles exactly once (an abstract argument that differs from the real one, such as a
-    dropped weak type, compiles it a second time)."""
+    dropped weak type, compiles it a second time), and a run that finds them all cached counts
+    no compile time."""
     import collections
     import logging
     import re
@@ -266,6 +267,10 @@ def test_programs_compiled_in_the_background_are_the_ones_called(random_net, cap
         **({"step": 2} if loop == "host" else {"device_chunk": 1}),
     }
     assert {k: compiled[k] for k in expected} == expected, compiled
+    # Run again, everything is found cached: no time counts as compiling (waiting for the
+    # background thread included).
+    again = gatys.stylize([content], [style], random_net, c, progress=False)
+    assert again.log["summary"]["compile_seconds"] == 0.0
 
 
 def test_auto_loop_is_the_backends_choice():

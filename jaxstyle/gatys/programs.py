@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import threading
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -32,6 +34,13 @@ import numpy as np
 from jaxstyle import backend
 from jaxstyle.configs import GatysConfig
 from jaxstyle.gatys.lbfgs import CAREFUL_ITERATIONS, make_optimizer
+
+#: The ``jax.monitoring`` events of tracing, lowering and compiling a program: none fires when
+#: a program is found cached.
+COMPILE_EVENTS = frozenset(
+    f"/jax/core/compile/{e}"
+    for e in ("jaxpr_trace_duration", "jaxpr_to_mlir_module_duration", "backend_compile_duration")
+)
 
 #: A loss above this multiple of the image's best loss for EXPLODE_PATIENCE iterations in a row
 #: counts as divergence (a non-finite loss at once). L-BFGS without a line search has brief
@@ -260,7 +269,7 @@ def run_chunk(cfg: GatysConfig, objective: Objective, carry: Carry, n: np.ndarra
 
 def precompile(
     cfg: GatysConfig, objective: Objective, iterations: int, final: bool, x: jax.Array, *args
-) -> Callable[[], None]:
+) -> Callable[[], float]:
     """Compiles :func:`init` for ``x`` here, and meanwhile, in a background thread, the
     programs that ``iterations`` iterations from it call next (the backtracking and unit steps
     of the host loop, or the device loop's chunk) and, with ``final``, :func:`evaluate`.
@@ -272,12 +281,14 @@ def precompile(
     JAX keeps what ``lower().compile()`` builds, so the calls that follow reuse it.
 
     Returns ``wait()``, which blocks until the background programs are built (raising their
-    error, if any); call it before the first step.
+    error, if any) and returns the seconds it waited for a compilation (0.0 when the
+    background found every program cached); call it before the first step.
     """
-    lowered = init.lower(cfg, objective, x, *args)
-    # (eval_shape reuses the trace; it keeps the weak types that key the cache, which
-    # ``lowered.out_info`` drops.)
-    carry = jax.eval_shape(functools.partial(init, cfg, objective), x, *args)
+    traced = init.trace(cfg, objective, x, *args)  # (cached after the first call)
+    lowered = traced.lower()
+    # (The traced output keeps the weak types that key the cache; ``lowered.out_info`` drops
+    # them.)
+    carry = traced.out_info
     b = x.shape[0]
     opt, _ = _optimizer(cfg, objective)
     jobs = []
@@ -299,12 +310,32 @@ def precompile(
     if final:
         xs = jax.ShapeDtypeStruct(x.shape, jnp.float32)
         jobs.append(lambda: evaluate.lower(cfg, objective, xs, *args).compile())
+
+    def build() -> bool:
+        """Runs the jobs; True when any of them traced, lowered or compiled (rather than
+        finding everything cached)."""
+        me, built = threading.get_ident(), [False]
+
+        def listen(event: str, _seconds: float, **_: Any) -> None:
+            if event in COMPILE_EVENTS and threading.get_ident() == me:
+                built[0] = True
+
+        jax.monitoring.register_event_duration_secs_listener(listen)
+        try:
+            for job in jobs:
+                job()
+        finally:
+            jax.monitoring.unregister_event_duration_listener(listen)
+        return built[0]
+
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxstyle-compile")
-    future = pool.submit(lambda: [job() for job in jobs])
+    future = pool.submit(build)
     pool.shutdown(wait=False)
     lowered.compile()
 
-    def wait() -> None:
-        future.result()
+    def wait() -> float:
+        t0 = time.perf_counter()
+        built = future.result()
+        return time.perf_counter() - t0 if built else 0.0
 
     return wait
