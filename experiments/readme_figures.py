@@ -40,6 +40,7 @@ FIGURES = {
     "bench_vs_torch": ((), None),
     "restarts": (("loss_curves.png",), None),
     "any_style": ((), r"(?P<row>multi|mix|adain|alpha)_(?P<label>.+)"),
+    "schedule_search": (("loss_curves.png",), None),
 }
 
 

@@ -77,6 +77,7 @@ EXPECTED = {
     ],
     "restarts": ["sheet.png", "results.csv", "results.json", "loss_curves.png"],
     "any_style": ["sheet.png", "results.json", "outputs/mix_4-1.00.png"],
+    "schedule_search": ["sheet.png", "results.csv", "trace.csv", "results.json", "loss_curves.png"],
 }
 #: script -> the images of its smoke run (the scripts' defaults name ../shared/images files).
 IMAGE_ARGS = {
@@ -89,6 +90,7 @@ IMAGE_ARGS = {
     "bench_vs_torch": ["--content", CONTENT[0], "--style", STYLE],
     "restarts": [],  # every pair of the folders (--smoke: the first) and the demo pair
     "any_style": [],  # --smoke: random networks on the demo images
+    "schedule_search": ["--pairs", f"{CONTENT[0]}:{STYLE}"],
 }
 NEEDS_TORCH = {"bench_vs_torch"}
 #: Every script of experiments/ (python -m experiments.NAME).
@@ -506,8 +508,56 @@ def test_report_net_is_the_report_input_handling():
         np.testing.assert_allclose(emulated[name], direct[name], rtol=1e-4, atol=1e-4)
 
 
+def _schedule_search(out: Path) -> None:
+    rows = read_csv(out / "results.csv")
+    trace = read_csv(out / "trace.csv")
+    assert [(r["schedule"], r["kind"]) for r in rows] == [
+        ("64:4", "default"),
+        ("32:4,64:2", "candidate"),
+    ]
+    default, cand = rows
+    assert float(default["loss_ratio"]) == 1.0 and float(default["time_ratio"]) == 1.0
+    assert float(cand["loss_ratio"]) == pytest.approx(
+        float(cand["final_loss"]) / float(default["final_loss"]), rel=1e-6
+    )
+    assert cand["meets_target"] == str(
+        float(cand["loss_ratio"]) <= 1.0 and float(cand["time_ratio"]) <= 0.5
+    )
+    # Traced every 2 iterations at the last size only, counted over the whole schedule.
+    by = {r["schedule"]: r for r in rows}
+    for name, its in (("64:4", [2, 4]), ("32:4,64:2", [6])):
+        points = [t for t in trace if t["schedule"] == name]
+        assert [int(t["iteration"]) for t in points] == its
+        seconds = [float(t["seconds"]) for t in points]
+        assert seconds == sorted(seconds) and seconds[-1] <= float(by[name]["wall_seconds"])
+        # The final loss is the best iterate's: at most the lowest traced loss (+ rounding).
+        assert float(by[name]["final_loss"]) <= min(float(t["loss"]) for t in points) * 1.001
+    assert "on every pair" in (out / "summary.md").read_text()
+
+
+def test_schedule_search_checks_its_schedules_before_any_work(capsys, tmp_path):
+    parse = script("schedule_search").parse_schedule
+    assert parse("256:300, 512:200") == (((256, 300), (512, 200)), None)
+    assert parse("512:250@100").history == 100 and parse("512:250@100").label == "512:250@100"
+    for bad in ("512", "512:0", "16:10", "512:100,256:100", "256:x", "512:9@0", "512:9@x"):
+        with pytest.raises(ValueError, match="schedule"):
+            parse(bad)
+    out = tmp_path / "out"
+    for argv, says in (
+        (["--schedules", "256:10,384:10"], "ends at 384 px, not --size 512"),
+        (["--schedules", "512:10,256:10"], "sizes must grow"),
+        (["--pairs", "tubingen"], "expected CONTENT:STYLE"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            script("schedule_search").main(["--out", str(out), *argv])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and err.startswith("error: ") and says in err, err
+    assert not out.exists()
+
+
 CHECKS = {
     "any_style": _any_style,
+    "schedule_search": _schedule_search,
     "figure11_noise": _figure11_noise,
     "restarts": _restarts,
     "style_weight_sweep": _style_weight_sweep,
@@ -596,7 +646,7 @@ def test_gatys_flags_build_the_config_with_per_script_defaults():
 #: Scripts whose images come from --content-dir/--style-dir.
 IMAGE_SCRIPTS = ("style_weight_sweep", "layer_choice", "pooling_convergence", "figure11_noise")
 IMAGE_SCRIPTS += ("johnson_checkpoints", "compare_methods", "bench_vs_torch", "bench_gatys")
-IMAGE_SCRIPTS += ("choose_style_weight",)
+IMAGE_SCRIPTS += ("choose_style_weight", "schedule_search")
 
 
 @pytest.mark.parametrize("kind", ["content", "style"])
@@ -610,6 +660,9 @@ def test_without_image_folders_a_script_names_the_flag_before_any_work(
     # The other kind is given (as a path), so the error is about this kind's folder.
     if kind == "style" and name == "johnson_checkpoints":
         other = ["--data", str(content_dir)]
+    elif name == "schedule_search":  # a pair: one image by path, the other by name
+        given = content_dir / f"{CONTENT[0]}.png" if kind == "style" else style_dir / f"{STYLE}.png"
+        other = ["--pairs", f"{given}:{STYLE}" if kind == "style" else f"{CONTENT[0]}:{given}"]
     elif kind == "style":
         other = ["--content", str(content_dir / f"{CONTENT[0]}.png")]
     else:
