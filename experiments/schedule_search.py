@@ -208,11 +208,12 @@ def main(argv: list[str] | None = None) -> dict:
     out.json("results.json", {"config": cfg, "results": rows, "trace": traces})
     out.plot("loss_curves.png", panels)
     out.sheet("sheet.png", sheet, f"schedules ending at {args.size} px")
-    met = sorted({r["schedule"] for r in rows if r["meets_target"]})
     every = [
-        x
-        for x in met
-        if all(r["meets_target"] for r in rows if r["schedule"] == x and r["kind"] == "candidate")
+        c.label
+        for c in candidates
+        if all(
+            r["meets_target"] for r in rows if r["kind"] == "candidate" and r["schedule"] == c.label
+        )
     ]
     verdict = (
         f"Schedules meeting the target (the default's loss or lower in at most half its time) "

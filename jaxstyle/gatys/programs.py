@@ -21,10 +21,11 @@ there; the driver then :func:`restart` s it from its best iterate.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -41,6 +42,25 @@ COMPILE_EVENTS = frozenset(
     f"/jax/core/compile/{e}"
     for e in ("jaxpr_trace_duration", "jaxpr_to_mlir_module_duration", "backend_compile_duration")
 )
+
+
+@contextlib.contextmanager
+def compile_seconds() -> Iterator[list[float]]:
+    """Yields ``spent``; ``spent[0]`` becomes the seconds this thread spends tracing, lowering
+    and compiling inside the block (0.0 when every program is found cached). Other threads'
+    compilations (:func:`precompile`'s background thread) are not counted."""
+    spent, me = [0.0], threading.get_ident()
+
+    def listen(event: str, seconds: float, **_: Any) -> None:
+        if event in COMPILE_EVENTS and threading.get_ident() == me:
+            spent[0] += seconds
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        yield spent
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+
 
 #: A loss above this multiple of the image's best loss for EXPLODE_PATIENCE iterations in a row
 #: counts as divergence (a non-finite loss at once). L-BFGS without a line search has brief
@@ -314,19 +334,10 @@ def precompile(
     def build() -> bool:
         """Runs the jobs; True when any of them traced, lowered or compiled (rather than
         finding everything cached)."""
-        me, built = threading.get_ident(), [False]
-
-        def listen(event: str, _seconds: float, **_: Any) -> None:
-            if event in COMPILE_EVENTS and threading.get_ident() == me:
-                built[0] = True
-
-        jax.monitoring.register_event_duration_secs_listener(listen)
-        try:
+        with compile_seconds() as spent:
             for job in jobs:
                 job()
-        finally:
-            jax.monitoring.unregister_event_duration_listener(listen)
-        return built[0]
+        return spent[0] > 0.0
 
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxstyle-compile")
     future = pool.submit(build)

@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import functools
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -64,23 +63,15 @@ class _Run:
 def _compile_time(run: _Run) -> Iterator[None]:
     """Adds the seconds JAX spends tracing, lowering and compiling inside the block to
     ``run.compile_s`` (and so leaves them out of the optimisation time)."""
-    spent = [0.0]
-    me = threading.get_ident()
-
-    def listen(event: str, seconds: float, **_: Any) -> None:
-        # This thread's only: a background compilation (programs.precompile) overlaps other
-        # work; the time the driver waits for it is added by the caller.
-        if event in programs.COMPILE_EVENTS and threading.get_ident() == me:
-            spent[0] += seconds
-
-    jax.monitoring.register_event_duration_secs_listener(listen)
+    # This thread's only: a background compilation (programs.precompile) overlaps other work;
+    # the time the driver waits for it is added by the caller.
     t0 = time.perf_counter()
-    try:
-        yield
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
-        run.compile_s += spent[0]
-        run.optimise_s += time.perf_counter() - t0 - spent[0]
+    with programs.compile_seconds() as spent:
+        try:
+            yield
+        finally:
+            run.compile_s += spent[0]
+            run.optimise_s += time.perf_counter() - t0 - spent[0]
 
 
 def stylize(
