@@ -40,6 +40,10 @@ def totals(log: dict, image: int = 0) -> list[float]:
     return [r["total"] for r in log["iterations"] if r["image"] == image]
 
 
+def evaluations(log: dict, image: int = 0) -> list[int]:
+    return [r["function_evaluations"] for r in log["iterations"] if r["image"] == image]
+
+
 def chrominance(img: np.ndarray) -> np.ndarray:
     return imlib.rgb_to_yiq(img)[..., 1:]
 
@@ -228,9 +232,12 @@ def test_loop_kinds_give_the_same_iterates(random_net):
     device, host = (totals(runs[k].log) for k in ("device", "host"))
     assert len(device) == 6 and device[-1] < device[0]
     np.testing.assert_allclose(device, host, rtol=1e-5)
-    # The same steps compiled into different programs (a while_loop; separate jits) round
-    # differently: 7.5e-5 (0.02/255) measured on 1.5% of the pixels after 6 iterations.
-    np.testing.assert_allclose(runs["device"].images[0], runs["host"].images[0], atol=2e-4)
+    # Both backtrack alike: the same accepted trials, so the same evaluation counts.
+    assert evaluations(runs["device"].log) == evaluations(runs["host"].log)
+    # The same steps compiled into different programs (nested while_loops; separate jits)
+    # round differently: up to 6.2e-4 (0.16/255) on 1.6% of the pixels after 6 iterations,
+    # measured with the fixed convolution forms (4.7e-5 with this machine's measured ones).
+    np.testing.assert_allclose(runs["device"].images[0], runs["host"].images[0], atol=1e-3)
 
 
 @pytest.mark.parametrize("loop", ["host", "device"])
@@ -260,11 +267,11 @@ def test_programs_compiled_in_the_background_are_the_ones_called(random_net, cap
     compiled = collections.Counter(
         re.findall(r"Finished XLA compilation of jit\((\w+)\)", caplog.text)
     )
-    # The host loop has two steps: backtracking (the first iterations) and unit steps.
+    # The host loop has two steps: a backtracking trial (the first iterations) and a unit step.
     expected = {
         "init": 1,
         "evaluate": 1,
-        **({"step": 2} if loop == "host" else {"device_chunk": 1}),
+        **({"trial_step": 1, "step": 1} if loop == "host" else {"device_chunk": 1}),
     }
     assert {k: compiled[k] for k in expected} == expected, compiled
     # Run again, everything is found cached: no time counts as compiling (waiting for the
@@ -443,3 +450,30 @@ def test_no_restart_at_the_defaults_on_the_demo_images(demo_run):
     assert summary["restarts"] == 0 and demo_run.failed == []
     t = totals(demo_run.log)
     assert max(t) <= t[0], "the loss rose above its start"
+
+
+@pytest.mark.parametrize("loop", ["host", "device"])
+def test_each_image_of_a_batch_keeps_its_own_backtracking_trial(random_net, loop):
+    """In the careful first iterations each image keeps its first accepted trial: one image of
+    a batch backtracks (far from the minimum of a pseudo-Huber loss, where its curvature is
+    small, the unit step overshoots) while the other accepts its unit steps, and each ends
+    exactly as it does alone, evaluation counts included."""
+
+    def pseudo_huber(x, *args):
+        total = 1e5 * jnp.mean(jnp.sqrt(1 + (20 * (x - 0.2)) ** 2))
+        return total, {"total": total, "content": total, "style": 0 * total, "tv": 0 * total}
+
+    near = np.linspace(0.18, 0.24, 48 * 64 * 3, dtype=np.float32).reshape(48, 64, 3)
+    far = np.linspace(0.9, 0.1, 48 * 64 * 3, dtype=np.float32).reshape(48, 64, 3)
+    c = cfg(size=64, iterations=6, loop=loop)
+    batch = gatys.stylize(
+        [near, far], [TINY], random_net, c, progress=False, objective=pseudo_huber
+    )
+    counts = [evaluations(batch.log, i) for i in (0, 1)]
+    assert np.diff([1, *counts[0]]).tolist() == [1] * 6  # unit steps accepted
+    assert max(np.diff([1, *counts[1]])) > 1, counts  # some trials rejected
+    for i, img in enumerate((near, far)):
+        alone = gatys.stylize([img], [TINY], random_net, c, progress=False, objective=pseudo_huber)
+        assert evaluations(alone.log) == counts[i]
+        np.testing.assert_allclose(totals(alone.log), totals(batch.log, i), rtol=1e-6)
+        np.testing.assert_allclose(alone.images[0], batch.images[i], atol=1e-6)

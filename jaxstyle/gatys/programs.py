@@ -34,7 +34,7 @@ import numpy as np
 
 from jaxstyle import backend
 from jaxstyle.configs import GatysConfig
-from jaxstyle.gatys.lbfgs import CAREFUL_ITERATIONS, make_optimizer
+from jaxstyle.gatys.lbfgs import BACKTRACK_TRIALS, CAREFUL_ITERATIONS, make_optimizer
 
 #: The ``jax.monitoring`` events of tracing, lowering and compiling a program: none fires when
 #: a program is found cached.
@@ -176,19 +176,21 @@ def _step(
     carry: Carry,
     active: jax.Array,
     args,
-    careful: bool = False,
+    trial: jax.Array | None = None,
 ):
-    """One iteration of the ``active`` (B,) images, with the divergence bookkeeping; a
-    backtracking step with ``careful`` (see :func:`needs_care`), else a unit step.
+    """One iteration of the ``active`` (B,) images, with the divergence bookkeeping: a unit
+    step, or with ``trial=k`` the ``k``-th backtracking trial from ``carry`` (see
+    :meth:`jaxstyle.gatys.lbfgs.LBFGS.step`; :func:`careful_step` loops over them).
 
-    The choice is made by the caller, outside the compiled step: a ``lax.cond`` between the two
-    steps in one program made every step, unit steps included, about twice as slow on XLA:CPU
-    (0.91 s against 0.45 s an iteration at 256 px, measured).
+    Whether a step backtracks is chosen by the caller, outside the compiled step: a
+    ``lax.cond`` between the two steps in one program made every step, unit steps included,
+    about twice as slow on XLA:CPU (0.91 s against 0.45 s an iteration at 256 px, measured).
 
-    Returns ``(carry, row (B, len(HIST)), sane (B,))``; inactive images are left unchanged.
+    Returns ``(carry, row (B, len(HIST)), sane (B,), accepted (B,))``; inactive images are
+    left unchanged. A trial's result is meant to be kept only where ``accepted``.
     """
     opt, _ = _optimizer(cfg, objective)
-    one = functools.partial(opt.step, careful=careful)
+    one = functools.partial(opt.step, trial=trial)
     out = jax.vmap(one, in_axes=(0, 0, *_SHARED))(carry.x, carry.state, *args)
     value = out.value
     finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(out.x), axis=(1, 2, 3))
@@ -204,15 +206,74 @@ def _step(
     )
     terms = out.terms
     row = jnp.stack([value, terms["content"], terms["style"], terms["tv"], out.nfev], axis=1)
-    return _select(active, new, carry), row.astype(jnp.float32), sane
+    return _select(active, new, carry), row.astype(jnp.float32), sane, out.accepted
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def step(
-    cfg: GatysConfig, objective: Objective, careful: bool, carry: Carry, active: jax.Array, *args
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def step(cfg: GatysConfig, objective: Objective, carry: Carry, active: jax.Array, *args):
+    """One compiled unit step of :func:`_step`: a program the host loop calls."""
+    return _step(cfg, objective, carry, active, args)[:3]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def trial_step(
+    cfg: GatysConfig, objective: Objective, carry: Carry, active: jax.Array, k: jax.Array, *args
 ):
-    """One compiled iteration of :func:`_step`: the programs the host loop calls."""
-    return _step(cfg, objective, carry, active, args, careful)
+    """One compiled backtracking trial (``k``: an int32 scalar) of :func:`_step`: the other
+    program the host loop calls (see :func:`careful_step`)."""
+    return _step(cfg, objective, carry, active, args, k)
+
+
+_merge = jax.jit(_select)
+
+
+def careful_step(cfg: GatysConfig, objective: Objective, carry: Carry, active: np.ndarray, *args):
+    """One backtracking iteration of the ``active`` images as a host loop over
+    :func:`trial_step`: each image keeps its first accepted trial. The trials are not a
+    compiled loop because XLA:CPU ran an evaluation inside a loop body about twice as slowly
+    as in a program of its own (measured at 256 px: 0.88 s against 0.41 s a trial), and most
+    careful iterations need only the first trial. Returns ``(carry, row, sane)`` as
+    :func:`step`, as numpy arrays but the carry."""
+    pending = np.asarray(active, bool).copy()
+    out, rows, sane = None, None, np.ones(pending.shape, bool)
+    for k in range(BACKTRACK_TRIALS):
+        new, row, ok, accepted = trial_step(
+            cfg, objective, carry, jnp.asarray(pending), np.int32(k), *args
+        )
+        row, ok = np.asarray(row), np.asarray(ok)
+        take = pending & np.asarray(accepted)
+        if take.any():
+            if out is None and (take == pending).all():
+                out = new  # (the common case: one merge-free trial)
+            else:
+                out = _merge(jnp.asarray(take), new, carry if out is None else out)
+            rows = row if rows is None else np.where(take[:, None], row, rows)
+            sane = np.where(take, ok, sane)
+        pending &= ~take
+        if not pending.any():
+            break
+    return out, rows, sane
+
+
+def _device_careful_step(cfg: GatysConfig, objective: Objective, carry: Carry, active, args):
+    """:func:`careful_step` as a compiled loop, for the device loop."""
+    b = active.shape[0]
+
+    def cond(c):
+        return jnp.any(c[1])
+
+    def body(c):
+        k, pending, out, rows, sane = c
+        new, row, ok, accepted = _step(cfg, objective, carry, pending, args, k)
+        take = pending & accepted
+        out = _select(take, new, out)
+        rows = jnp.where(take[:, None], row, rows)
+        return k + 1, pending & ~take, out, rows, jnp.where(take, ok, sane)
+
+    rows = jnp.zeros((b, len(HIST)), jnp.float32)
+    c = (jnp.zeros((), jnp.int32), active, carry, rows, jnp.ones((b,), bool))
+    _, _, out, rows, sane = jax.lax.while_loop(cond, body, c)
+    return out, rows, sane
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -228,7 +289,10 @@ def device_chunk(cfg: GatysConfig, objective: Objective, carry: Carry, n: jax.Ar
         def one(c):
             i, carry, hist, steps, ok = c
             act = active(c)
-            carry, row, sane = _step(cfg, objective, carry, act, args, careful)
+            if careful:
+                carry, row, sane = _device_careful_step(cfg, objective, carry, act, args)
+            else:
+                carry, row, sane, _ = _step(cfg, objective, carry, act, args)
             hist = hist.at[:, i].set(jnp.where(act[:, None], row, hist[:, i]))
             return i + 1, carry, hist, steps + act, ok & ~(act & ~sane)
 
@@ -248,7 +312,8 @@ def device_chunk(cfg: GatysConfig, objective: Objective, carry: Carry, n: jax.Ar
 
 
 def host_chunk(cfg: GatysConfig, objective: Objective, carry: Carry, n: np.ndarray, *args):
-    """Up to ``n`` (B,) iterations per image, a Python loop over :func:`step`."""
+    """Up to ``n`` (B,) iterations per image, a Python loop over :func:`step` and
+    :func:`careful_step`."""
     n = np.asarray(n)
     b = n.shape[0]
     hist = np.zeros((b, chunk_len(cfg), len(HIST)), np.float32)
@@ -259,8 +324,10 @@ def host_chunk(cfg: GatysConfig, objective: Objective, carry: Carry, n: np.ndarr
         if not act.any():
             break
         act_j = jnp.asarray(act)
-        careful = bool(needs_care(cfg, objective, carry, act_j))
-        carry, row, sane = step(cfg, objective, careful, carry, act_j, *args)
+        if bool(needs_care(cfg, objective, carry, act_j)):
+            carry, row, sane = careful_step(cfg, objective, carry, act, *args)
+        else:
+            carry, row, sane = step(cfg, objective, carry, act_j, *args)
         row, sane = np.asarray(row), np.asarray(sane)
         hist[act, i] = row[act]
         steps += act
@@ -291,8 +358,8 @@ def precompile(
     cfg: GatysConfig, objective: Objective, iterations: int, final: bool, x: jax.Array, *args
 ) -> Callable[[], float]:
     """Compiles :func:`init` for ``x`` here, and meanwhile, in a background thread, the
-    programs that ``iterations`` iterations from it call next (the backtracking and unit steps
-    of the host loop, or the device loop's chunk) and, with ``final``, :func:`evaluate`.
+    programs that ``iterations`` iterations from it call next (the backtracking trial and the
+    unit step of the host loop, or the device loop's chunk) and, with ``final``, :func:`evaluate`.
 
     XLA compiles without holding Python's lock, so the step (the largest program: 2.7 s of a
     cold 256 px run's 5 s of compiling, measured) compiles while this thread compiles and runs
@@ -317,16 +384,11 @@ def precompile(
         jobs.append(lambda: device_chunk.lower(cfg, objective, carry, n, *args).compile())
     else:
         active = jax.ShapeDtypeStruct((b,), jnp.bool_)
-        kinds = [True] if opt.careful_start else []
+        if opt.careful_start:
+            k = jax.ShapeDtypeStruct((), jnp.int32)
+            jobs.append(lambda: trial_step.lower(cfg, objective, carry, active, k, *args).compile())
         if not opt.careful_start or iterations > CAREFUL_ITERATIONS:
-            kinds.append(False)
-        for careful in kinds:
-            jobs.append(
-                functools.partial(
-                    lambda c: step.lower(cfg, objective, c, carry, active, *args).compile(),
-                    careful,
-                )
-            )
+            jobs.append(lambda: step.lower(cfg, objective, carry, active, *args).compile())
     if final:
         xs = jax.ShapeDtypeStruct(x.shape, jnp.float32)
         jobs.append(lambda: evaluate.lower(cfg, objective, xs, *args).compile())
