@@ -41,7 +41,11 @@ FIGURES = {
     "restarts": (("loss_curves.png",), None),
     "any_style": ((), r"(?P<row>multi|mix|adain|alpha)_(?P<label>.+)"),
     "schedule_search": (("loss_curves.png",), None),
+    "schedule_search_golden_gate": (("loss_curves.png",), None),
 }
+#: Result folders that hold another run of a script, under another name (README's regenerate
+#: block runs it with that ``--out``).
+SCRIPT_OF = {"schedule_search_golden_gate": "schedule_search"}
 
 
 def _natural(text: str):
@@ -90,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     for script, (names, pattern) in FIGURES.items():
         folder = results / script
         if not (folder / "summary.md").is_file():
-            print(f"skipped {folder} (no summary.md; run python -m experiments.{script} first)")
+            run = SCRIPT_OF.get(script, script)
+            print(f"skipped {folder} (no summary.md; run python -m experiments.{run} first)")
             continue
         (to / script).mkdir(parents=True, exist_ok=True)
         for name in names:
