@@ -244,6 +244,10 @@ def _choose(site: Site, direction: str) -> str:
         return valid[0]
     with _lock:
         entry = _load().get(site.key(), {}).get(direction)
+    if entry is not None and not set(valid) <= {n for n, _ in entry["ranking"]} | set(
+        entry.get("rejected", {})
+    ):
+        entry = None  # measured before some of its forms existed (the per-image ones): again
     if entry is None:
         # A fresh thread: JAX's trace state is per thread, so the timed programs are compiled
         # and run as programs of their own, not staged into the caller's trace. (No lock is

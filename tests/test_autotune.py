@@ -176,3 +176,31 @@ def test_a_forward_only_program_times_no_backward_pass(tuning):
     assert row["backward"] == "-" and row["forward"] in conv.FORMS["same3x3"]
     entry = json.loads(autotune.cache_file().read_text())["sites"][row["key"]]
     assert set(entry) == {"forward"}
+
+
+def test_batches_add_per_image_forms_and_older_measurements_are_redone(tuning):
+    """Where the batch is larger than one, every form also runs one image at a time (values
+    and gradients are checked in ``test_every_valid_form_matches_the_reference``); a site
+    measured before those forms existed is measured again, once."""
+    one = _site("same3x3", (1, 8, 8, 16), (3, 3, 16, 16), 1)
+    two = _site("same3x3", (2, 8, 8, 16), (3, 3, 16, 16), 1)
+    assert not any(f.endswith(conv.PER_IMAGE) for f in conv.valid_forms(one))
+    forms = conv.valid_forms(two)
+    assert {f + conv.PER_IMAGE for f in conv.valid_forms(one)} <= set(forms)
+    big = _site("same3x3", (conv.PER_IMAGE_MAX_BATCH + 1, 8, 8, 16), (3, 3, 16, 16), 1)
+    assert not any(f.endswith(conv.PER_IMAGE) for f in conv.valid_forms(big))
+
+    old = [f for f in forms if not f.endswith(conv.PER_IMAGE)]
+    path = autotune.cache_file()
+    path.parent.mkdir(parents=True)
+    stale = {"ranking": [[f, 1.0] for f in old], "rejected": {}, "seconds": 0.0, "shape": ""}
+    doc = {"machine": autotune.machine(), "sites": {two.key(): {"forward": stale}}}
+    path.write_text(json.dumps(doc))
+    autotune.choose(two, "forward")
+    ranked = json.loads(path.read_text())["sites"][two.key()]["forward"]
+    measured = {n for n, _ in ranked["ranking"]} | set(ranked["rejected"])
+    assert measured == set(forms)
+    mtime = path.stat().st_mtime_ns
+    autotune.reset()
+    autotune.choose(two, "forward")
+    assert path.stat().st_mtime_ns == mtime
