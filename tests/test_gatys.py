@@ -236,8 +236,9 @@ def test_loop_kinds_give_the_same_iterates(random_net):
     assert evaluations(runs["device"].log) == evaluations(runs["host"].log)
     # The same steps compiled into different programs (nested while_loops; separate jits)
     # round differently: up to 6.2e-4 (0.16/255) on 1.6% of the pixels after 6 iterations,
-    # measured with the fixed convolution forms (4.7e-5 with this machine's measured ones).
-    np.testing.assert_allclose(runs["device"].images[0], runs["host"].images[0], atol=1e-3)
+    # measured with the fixed convolution forms (4.7e-5 with this machine's measured ones);
+    # 2e-3 (half an 8-bit level) leaves room for another CPU's rounding.
+    np.testing.assert_allclose(runs["device"].images[0], runs["host"].images[0], atol=2e-3)
 
 
 @pytest.mark.parametrize("loop", ["host", "device"])
