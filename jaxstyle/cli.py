@@ -1115,6 +1115,10 @@ def _add_video_parser(sub) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the command itself, not a call from Python
+        from jaxstyle import hostmem
+
+        hostmem.relaunch_with_huge_pages()  # returns only where it does not apply
     from jaxstyle.fileio import OutputError
     from jaxstyle.images import ImageError, configure_pillow
     from jaxstyle.input_pipeline import DataError
