@@ -12,7 +12,8 @@ with the reference (XLA's convolution) within tolerance is kept, and the choice 
 the same machine, read it.
 
 * A machine is the CPU model and its vector extensions, the core count, the JAX and jaxlib
-  versions and ``XLA_FLAGS``: any of them changing starts a new file.
+  versions, ``XLA_FLAGS`` and ``GLIBC_TUNABLES`` (huge pages, :mod:`jaxstyle.hostmem`): any
+  of them changing starts a new file.
 * Sites are keyed with their spatial size rounded to half an octave of pixels, so nearby image
   sizes share one measurement (the ranking is kept, and a form that cannot run a particular
   shape, e.g. Winograd on an odd size, falls to the next).
@@ -62,8 +63,10 @@ PRUNE = 1.5
 TOLERANCE = {"float32": 1e-4, "bfloat16": 3e-2, "float16": 3e-3}
 #: A form must beat the reference (XLA's convolution) by more than this share to replace it.
 MARGIN = 0.03
-#: Version of the file's layout and of what is measured (a change starts over).
-VERSION = 1
+#: Version of the file's layout and of what is measured (a change starts over). 2: Winograd's
+#: transforms got faster and VGG's convolutions a Winograd gradient, so version 1's rankings
+#: no longer say which form is fastest.
+VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +130,7 @@ def machine() -> dict[str, str]:
         "jax": jax.__version__,
         "jaxlib": jaxlib.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),  # huge pages (jaxstyle.hostmem)
         "layout": str(VERSION),
     }
 
