@@ -27,6 +27,13 @@ def test_winograd_matches_xla():
     _check(conv.conv3x3_winograd, conv.xla_conv, x, k)
 
 
+def test_vgg_winograd_and_its_own_gradient_match_xla():
+    # The gradient to the input is Winograd with the flipped kernel (taps permuted, channels
+    # swapped in the matmul): a wrong tap order or channel swap shows here, cin != cout.
+    x, k = _inputs((2, 10, 14, 24), (3, 3, 24, 40))
+    _check(conv.winograd_same3x3, conv._same_xla, x, k)
+
+
 @pytest.mark.parametrize(
     ("x_shape", "k_shape"),
     [

@@ -69,28 +69,47 @@ def conv_few_out(xp: jax.Array, kernel: jax.Array) -> jax.Array:
     )
 
 
+def _winograd_bt(v: list) -> list:
+    """B^T v for B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]."""
+    return [v[0] - v[2], v[1] + v[2], v[2] - v[1], v[1] - v[3]]
+
+
+def _winograd_kernel(kernel: jax.Array) -> jax.Array:
+    """G g G^T of every (cin, cout) 3x3 kernel, as (16, cin, cout): written out as sums (an
+    einsum with G took 21 ms for a 512->512 kernel on 2 cores, these sums 2.5 ms)."""
+
+    def g(v):  # G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
+        return [v[0], (v[0] + v[1] + v[2]) * 0.5, (v[0] - v[1] + v[2]) * 0.5, v[2]]
+
+    rows = g([kernel[0], kernel[1], kernel[2]])  # 4 x (3, cin, cout)
+    return jnp.stack([t for r in rows for t in g([r[0], r[1], r[2]])])
+
+
 def conv3x3_winograd(xp: jax.Array, kernel: jax.Array) -> jax.Array:
     """Stride-1 'VALID' 3x3 convolution by Winograd's F(2x2, 3x3) (Lavin & Gray 2016).
 
     16 instead of 36 multiplications per 2x2 output tile and channel pair, as 16 batched
-    matmuls. The output height and width must be even. Its gradient is not taken through the
-    tile transforms (2-4x slower than XLA's convolution gradient): :data:`BACKWARD_FORMS` leaves
-    it out, and the fixed rules pair it with XLA's.
+    matmuls. The output height and width must be even. The input tiles (4x4 at stride 2) are
+    transformed one axis at a time (rows, then columns: half the reads of transforming each
+    tile whole, 1.5-2x faster at 64-256 px). Autodiff through the transforms is slow;
+    :func:`winograd_same3x3` has a gradient of its own.
     """
+    return _winograd(xp, _winograd_kernel(kernel), "tco")
+
+
+def _winograd(xp: jax.Array, u: jax.Array, u_axes: str) -> jax.Array:
+    """:func:`conv3x3_winograd` with the kernel already transformed: ``u`` is (16, cin, cout)
+    for ``u_axes="tco"``, (16, cout, cin) for ``"toc"`` (the matmul reads it transposed)."""
     n, hp, wp, cin = xp.shape
     h, w = hp - 2, wp - 2
-    # Input tiles of 4x4 at stride 2, transformed by B^T d B, one plane per tile position.
-    d = [[xp[:, a : a + h : 2, b : b + w : 2, :] for b in range(4)] for a in range(4)]
-
-    def bt(v):  # B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
-        return [v[0] - v[2], v[1] + v[2], v[2] - v[1], v[1] - v[3]]
-
-    cols = [bt([d[a][b] for a in range(4)]) for b in range(4)]
-    v = [bt([cols[b][i] for b in range(4)]) for i in range(4)]
-    v = jnp.stack([v[i][j] for i in range(4) for j in range(4)])  # (16, n, h/2, w/2, cin)
-    g = jnp.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], kernel.dtype)
-    u = jnp.einsum("ia,jb,abco->ijco", g, g, kernel).reshape(16, cin, -1)
-    m = jnp.einsum("tnhwc,tco->tnhwo", v, u)
+    # Rows: the 4 rows of every tile (stride 2), combined by B^T.
+    xr = xp.reshape(n, hp // 2, 2, wp, cin)
+    r = jnp.stack(_winograd_bt([xr[:, a // 2 : a // 2 + h // 2, a % 2] for a in range(4)]))
+    # Columns, the same way: (4 rows, 4 columns, n, h/2, w/2, cin).
+    rc = r.reshape(4, n, h // 2, wp // 2, 2, cin)
+    v = jnp.stack(_winograd_bt([rc[:, :, :, b // 2 : b // 2 + w // 2, b % 2] for b in range(4)]), 1)
+    v = v.reshape(16, n, h // 2, w // 2, cin)
+    m = jnp.einsum(f"tnhwc,{u_axes}->tnhwo", v, u)
 
     def at(v):  # A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
         return [v[0] + v[1] + v[2], v[1] - v[2] - v[3]]
@@ -99,6 +118,35 @@ def conv3x3_winograd(xp: jax.Array, kernel: jax.Array) -> jax.Array:
     out = [[at([rows[j][p] for j in range(4)])[q] for q in range(2)] for p in range(2)]
     y = jnp.stack([jnp.stack(out[p], axis=3) for p in range(2)], axis=2)  # (n, h/2, 2, w/2, 2, o)
     return y.reshape(n, h, w, -1)
+
+
+#: Tap t = 4i + j of a transformed kernel -> that tap of the transformed flipped kernel.
+_FLIPPED_TAPS = tuple(4 * (3, 1, 2, 0)[i] + (3, 1, 2, 0)[j] for i in range(4) for j in range(4))
+
+
+@jax.custom_vjp
+def winograd_same3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """VGG's 3x3 'same' convolution (zero padding 1) by Winograd, and its gradient to the input
+    by Winograd too: that gradient is the same convolution of the output gradient with the
+    kernel flipped and its channels swapped. The kernel's gradient is XLA's."""
+    return conv3x3_winograd(_pad1(x), kernel)
+
+
+def _winograd_same3x3_fwd(x, kernel):
+    return winograd_same3x3(x, kernel), (x, kernel)
+
+
+def _winograd_same3x3_bwd(res, g):
+    x, kernel = res
+    # The flipped kernel's transform is the kernel's with rows 0 and 3 of G swapped on each
+    # axis (G applied to a reversed 3-vector), and its channels swap in the matmul, never in
+    # memory (transposing the kernel first took 44 ms for a 512->512 kernel, this 3 ms).
+    dx = _winograd(_pad1(g), _winograd_kernel(kernel)[jnp.array(_FLIPPED_TAPS)], "toc")
+    (dk,) = jax.vjp(lambda k: _same_xla(x, k), kernel)[1](g)
+    return dx, dk
+
+
+winograd_same3x3.defvjp(_winograd_same3x3_fwd, _winograd_same3x3_bwd)
 
 
 def conv_space_to_depth(xp: jax.Array, kernel: jax.Array, block: int = 4) -> jax.Array:
@@ -218,7 +266,7 @@ FORMS: dict[str, dict[str, Callable[..., jax.Array]]] = {
     },
     "same3x3": {
         "xla": lambda x, k, s: _same_xla(x, k),
-        "winograd": lambda x, k, s: conv3x3_winograd(_pad1(x), k),
+        "winograd": lambda x, k, s: winograd_same3x3(x, k),
         "im2col": lambda x, k, s: im2col_conv(_pad1(x), k),
         "shifted": lambda x, k, s: shifted_conv(_pad1(x), k),
     },
@@ -254,12 +302,13 @@ for _table in FORMS.values():
 
 #: The form every kind is checked against (values and gradients).
 REFERENCE = {"conv": "xla", "same3x3": "xla", "upsample": "explicit"}
-#: Forms the tuner times as a backward pass (the gradient of the form, by autodiff). Winograd
-#: and the shifted-output sum are left out: autodiff through their tile transforms and shifted
-#: sums was 2-4x slower than XLA's convolution gradient, and compiling them costs tuning time.
+#: Forms the tuner times as a backward pass (the gradient of the form). Winograd only where it
+#: has a gradient of its own (:func:`winograd_same3x3`, VGG): autodiff through its tile
+#: transforms was 2-4x slower than XLA's convolution gradient, and compiling it costs tuning
+#: time.
 BACKWARD_FORMS = {
     "conv": ("xla", "space_to_depth", "im2col", "shifted"),
-    "same3x3": ("xla", "im2col", "shifted"),
+    "same3x3": ("xla", "winograd", "im2col", "shifted"),
     "upsample": ("phase_xla", "phase_im2col", "explicit"),
 }
 #: A form that copies the input k*k times (im2col) is only a candidate while that copy stays
