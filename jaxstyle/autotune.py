@@ -64,8 +64,8 @@ TOLERANCE = {"float32": 1e-4, "bfloat16": 3e-2, "float16": 3e-3}
 #: A form must beat the reference (XLA's convolution) by more than this share to replace it.
 MARGIN = 0.03
 #: Version of the file's layout and of what is measured (a change starts over). 2: Winograd's
-#: transforms got faster and VGG's convolutions a Winograd gradient, so version 1's rankings
-#: no longer say which form is fastest.
+#: transforms got faster (and compile faster) and VGG's convolutions a Winograd gradient, so
+#: version 1's rankings no longer say which form is fastest.
 VERSION = 2
 
 
