@@ -42,10 +42,14 @@ FIGURES = {
     "any_style": ((), r"(?P<row>multi|mix|adain|alpha)_(?P<label>.+)"),
     "schedule_search": (("loss_curves.png",), None),
     "schedule_search_golden_gate": (("loss_curves.png",), None),
+    "schedule_search_amber": (("loss_curves.png",), None),
 }
 #: Result folders that hold another run of a script, under another name (README's regenerate
 #: block runs it with that ``--out``).
-SCRIPT_OF = {"schedule_search_golden_gate": "schedule_search"}
+SCRIPT_OF = {
+    "schedule_search_golden_gate": "schedule_search",
+    "schedule_search_amber": "schedule_search",
+}
 
 
 def _natural(text: str):
