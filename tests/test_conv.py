@@ -34,6 +34,20 @@ def test_vgg_winograd_and_its_own_gradient_match_xla():
     _check(conv.winograd_same3x3, conv._same_xla, x, k)
 
 
+def test_vgg_winograd_gradient_under_vmap():
+    # Gatys vmaps its loss over the content images of a batch: the custom gradient batches.
+    x, k = _inputs((3, 1, 8, 6, 8), (3, 3, 8, 12))
+
+    def grads(form):
+        loss = lambda x: jnp.sum(jnp.tanh(form(x, k)) ** 2)  # noqa: E731
+        return jax.jit(jax.vmap(jax.grad(loss)))(x)
+
+    ref = grads(conv._same_xla)
+    np.testing.assert_allclose(
+        grads(conv.winograd_same3x3), ref, atol=1e-5 * float(jnp.max(jnp.abs(ref)))
+    )
+
+
 @pytest.mark.parametrize(
     ("x_shape", "k_shape"),
     [
