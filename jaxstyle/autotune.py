@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstyle import backend
+from jaxstyle import backend, configs
 
 ENV = "JAXSTYLE_AUTOTUNE"
 #: Timed runs per form after its warm-up (the median is kept), as many as fit TIME_BUDGET
@@ -101,7 +101,7 @@ class Site:
 def enabled() -> bool:
     """Whether convolution forms are measured: on CPU, unless ``JAXSTYLE_AUTOTUNE`` is 0/off
     or :func:`jaxstyle.backend.conv_forms` forces a platform's forms."""
-    if os.environ.get(ENV, "1").strip().lower() in ("0", "off", "false", "no"):
+    if configs.switched_off(ENV):
         return False
     return backend.conv_forms_forced() is None and backend.on_cpu()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import field
@@ -17,6 +18,12 @@ from typing import Any
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 #: The smallest ``--tile`` (a tile smaller than the network's deepest pooling step is all seam).
 MIN_TILE = 32
+
+
+def switched_off(name: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the environment variable ``name`` turns a feature that is on by default off:
+    ``0``, ``off``, ``false`` or ``no``, in any case, spaces around ignored."""
+    return environ.get(name, "1").strip().lower() in ("0", "off", "false", "no")
 
 
 def check_finite(cfg: Any) -> None:

@@ -28,7 +28,10 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+
+from jaxstyle import configs
 
 #: Set to ``0`` (or ``off``, ``false``, ``no``) to keep the system's defaults.
 ENV = "JAXSTYLE_HUGE_PAGES"
@@ -55,10 +58,10 @@ def _thp_available() -> bool:
         return False
 
 
-def tunables_with_huge_pages(environ: dict[str, str] | os._Environ) -> str | None:
+def tunables_with_huge_pages(environ: Mapping[str, str]) -> str | None:
     """The ``GLIBC_TUNABLES`` value that adds huge pages, or ``None`` where it is not wanted,
     not supported, or already set (see the module docstring)."""
-    if environ.get(ENV, "1").strip().lower() in ("0", "off", "false", "no"):
+    if configs.switched_off(ENV, environ):
         return None
     current = environ.get("GLIBC_TUNABLES", "")
     if TUNABLE in current:

@@ -3,6 +3,7 @@ with glibc's tunable, and that it relaunches once, in place, keeping its argumen
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -49,8 +50,6 @@ SHOW = (
 
 
 def _run(env_extra, *args):
-    import os
-
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", hostmem.ENV)}
     out = subprocess.run(
         [sys.executable, "-c", SHOW, *args],
