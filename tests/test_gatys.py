@@ -143,6 +143,23 @@ def test_curvature_guard_drops_a_pair_with_negative_curvature():
     assert float(kept.gamma) == float(raw.gamma)
 
 
+@pytest.mark.parametrize(
+    ("length", "value", "want"),
+    [
+        (1.0, 10.0 - 4.0 + 5.0, 2.0 / 5.0),  # f(s) = 10 - 4s + 5s^2: its minimiser
+        (0.5, 10.0 - 2.0 + 12.0 / 4, 2.0 / 12.0),  # f(s) = 10 - 4s + 12s^2, tried at s = 0.5
+        (1.0, 10.0 - 4.0 + 3.0, lbfgs.MAX_SHRINK),  # minimiser 2/3: cut to MAX_SHRINK
+        (1.0, 1e6, lbfgs.MIN_SHRINK),  # a far overshoot: no shorter than MIN_SHRINK
+        (1.0, float("nan"), lbfgs.MIN_SHRINK),
+        (1.0, float("inf"), lbfgs.MIN_SHRINK),
+    ],
+)
+def test_a_rejected_trial_proposes_the_minimiser_of_its_quadratic(length, value, want):
+    # The loss at the start is 10 and its slope along the direction -4.
+    got = lbfgs.next_trial_length(jnp.float32(length), jnp.float32(10.0), jnp.float32(-4.0), value)
+    np.testing.assert_allclose(float(got), want, rtol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # The driver's bookkeeping, with a cheap stand-in loss (a random VGG16 computes the targets).
 
@@ -241,10 +258,31 @@ def test_loop_kinds_give_the_same_iterates(random_net):
     np.testing.assert_allclose(runs["device"].images[0], runs["host"].images[0], atol=2e-3)
 
 
+def test_the_host_loop_starts_where_init_does():
+    """The host loop's start (a blank state's first trial, then ``LBFGS.init_from``) is the
+    state ``init`` builds: the same loss, gradient, scaled first step and counters."""
+    import jax
+
+    def objective(x, net, content_t, style_g, weights, cl, sl):
+        total = 1e3 * jnp.mean((x - content_t) ** 2) + jnp.mean(jnp.sin(7 * x)) * style_g
+        return total, {"total": total, "content": total, "style": style_g, "tv": 0 * total}
+
+    x = jnp.asarray(np.linspace(0.1, 0.9, 2 * 6 * 5 * 3).reshape(2, 6, 5, 3), jnp.float32)
+    args = (jnp.zeros(()), jnp.asarray([0.3, 0.6]), jnp.asarray([1.0, 2.0]), jnp.zeros(()))
+    c = programs.program_config(cfg(loop="host"))
+    assert programs.trial_only(c, objective)
+    got = programs.start(c, objective, x, *args)
+    want = programs.init(c, objective, x, *args)
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+    assert float(jnp.abs(want.state.grad).max()) > 0  # (a real gradient, not the blank's)
+
+
 @pytest.mark.parametrize("loop", ["host", "device"])
 def test_programs_compiled_in_the_background_are_the_ones_called(random_net, caplog, loop):
-    """``programs.precompile`` builds the step (or device loop) and final-loss programs in a
-    thread while ``init`` compiles; the driver's calls must reuse them, so each program
+    """``programs.precompile`` builds the first program here and the others in a thread
+    meanwhile; the driver's calls must reuse them, so each program
     compiles exactly once (an abstract argument that differs from the real one, such as a
     dropped weak type, compiles it a second time), and a run that finds them all cached counts
     no compile time."""
@@ -268,12 +306,13 @@ def test_programs_compiled_in_the_background_are_the_ones_called(random_net, cap
     compiled = collections.Counter(
         re.findall(r"Finished XLA compilation of jit\((\w+)\)", caplog.text)
     )
-    # The host loop has two steps: a backtracking trial (the first iterations) and a unit step.
-    expected = {
-        "init": 1,
-        "evaluate": 1,
-        **({"trial_step": 1, "step": 1} if loop == "host" else {"device_chunk": 1}),
-    }
+    # The host loop evaluates the loss and gradient in one program only, the backtracking
+    # trial: at the start (from a blank state), in the careful iterations and as unit steps.
+    if loop == "host":
+        expected = {"_blank": 1, "trial_step": 1, "_init_from": 1, "init": 0, "step": 0}
+    else:
+        expected = {"init": 1, "device_chunk": 1, "trial_step": 0, "step": 0}
+    expected["evaluate"] = 1
     assert {k: compiled[k] for k in expected} == expected, compiled
     # Run again, everything is found cached: no time counts as compiling (waiting for the
     # background thread included).

@@ -34,7 +34,7 @@ import numpy as np
 
 from jaxstyle import backend
 from jaxstyle.configs import GatysConfig
-from jaxstyle.gatys.lbfgs import BACKTRACK_TRIALS, CAREFUL_ITERATIONS, make_optimizer
+from jaxstyle.gatys.lbfgs import BACKTRACK_TRIALS, make_optimizer
 
 #: The ``jax.monitoring`` events of tracing, lowering and compiling a program: none fires when
 #: a program is found cached.
@@ -142,6 +142,45 @@ def init(cfg: GatysConfig, objective: Objective, x: jax.Array, *args) -> Carry:
     return Carry(x, state, x, value, jnp.zeros(x.shape[:1], jnp.int32))
 
 
+def trial_only(cfg: GatysConfig, objective: Objective) -> bool:
+    """Whether every evaluation of the host loop runs in :func:`trial_step`: L-BFGS with
+    unit steps, whose careful start backtracks. Then the start (:func:`start`) and the unit
+    steps (a first trial, kept whatever its loss: the same step) call it too, and a run
+    compiles one program that evaluates the loss and gradient instead of three (``init``
+    1.7 s, the trial 2.5 s and the unit step at 256 px on 2 CPU cores, measured)."""
+    opt, _ = _optimizer(cfg, objective)
+    return cfg.loop == "host" and opt.careful_start
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _blank(cfg: GatysConfig, objective: Objective, x: jax.Array, *args) -> Carry:
+    """A carry at ``x`` whose first trial evaluates the loss at ``x`` (``LBFGS.blank``)."""
+    opt, _ = _optimizer(cfg, objective)
+    state = jax.vmap(opt.blank, in_axes=(0, *_SHARED))(x, *args)
+    inf = jnp.full(x.shape[:1], jnp.inf, jnp.float32)
+    return Carry(x, state, x, inf, jnp.zeros(x.shape[:1], jnp.int32))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _init_from(cfg: GatysConfig, objective: Objective, x: jax.Array, evaluated: Carry) -> Carry:
+    """:func:`init`'s carry from ``evaluated``, a :func:`_blank` carry after its trial."""
+    opt, _ = _optimizer(cfg, objective)
+    s = evaluated.state
+    state, value = jax.vmap(opt.init_from)(x, s.value, s.aux, s.grad)
+    return Carry(x, state, x, value, jnp.zeros(x.shape[:1], jnp.int32))
+
+
+def start(cfg: GatysConfig, objective: Objective, x: jax.Array, *args) -> Carry:
+    """:func:`init`'s carry; with :func:`trial_only`, evaluated by :func:`trial_step`."""
+    if not trial_only(cfg, objective):
+        return init(cfg, objective, x, *args)
+    b = x.shape[0]
+    blank = _blank(cfg, objective, x, *args)
+    ones = np.ones(b, np.float32)
+    evaluated = trial_step(cfg, objective, blank, jnp.ones(b, bool), np.int32(0), ones, *args)
+    return _init_from(cfg, objective, x, evaluated[0])
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def evaluate(cfg: GatysConfig, objective: Objective, x: jax.Array, *args):
     """``(total (B,), terms)`` of a batch of images."""
@@ -149,12 +188,20 @@ def evaluate(cfg: GatysConfig, objective: Objective, x: jax.Array, *args):
     return jax.vmap(fun, in_axes=(0, *_SHARED))(x, *args)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def restart(
-    cfg: GatysConfig, objective: Objective, carry: Carry, failed: jax.Array, *args
-) -> Carry:
+def restart(cfg: GatysConfig, objective: Objective, carry: Carry, failed: jax.Array, *args):
     """Re-initialises the optimiser of the ``failed`` (B,) images at their best iterate."""
-    fresh = init(cfg, objective, carry.best_x, *args)
+    if not trial_only(cfg, objective):
+        return _restart(cfg, objective, carry, failed, *args)
+    return _restarted(failed, start(cfg, objective, carry.best_x, *args), carry)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _restart(cfg: GatysConfig, objective: Objective, carry: Carry, failed: jax.Array, *args):
+    return _restarted(failed, init(cfg, objective, carry.best_x, *args), carry)
+
+
+@jax.jit
+def _restarted(failed: jax.Array, fresh: Carry, carry: Carry) -> Carry:
     fresh = fresh._replace(best_x=carry.best_x, best_v=carry.best_v)
     return _select(failed, fresh, carry)
 
@@ -176,22 +223,31 @@ def _step(
     carry: Carry,
     active: jax.Array,
     args,
-    trial: jax.Array | None = None,
+    trial: tuple[jax.Array, jax.Array] | None = None,
 ):
     """One iteration of the ``active`` (B,) images, with the divergence bookkeeping: a unit
-    step, or with ``trial=k`` the ``k``-th backtracking trial from ``carry`` (see
-    :meth:`jaxstyle.gatys.lbfgs.LBFGS.step`; :func:`careful_step` loops over them).
+    step, or with ``trial=(k, lengths (B,))`` the ``k``-th backtracking trial from ``carry``,
+    of its own length per image (see :meth:`jaxstyle.gatys.lbfgs.LBFGS.step`;
+    :func:`careful_step` loops over them).
 
     Whether a step backtracks is chosen by the caller, outside the compiled step: a
     ``lax.cond`` between the two steps in one program made every step, unit steps included,
     about twice as slow on XLA:CPU (0.91 s against 0.45 s an iteration at 256 px, measured).
 
-    Returns ``(carry, row (B, len(HIST)), sane (B,), accepted (B,))``; inactive images are
-    left unchanged. A trial's result is meant to be kept only where ``accepted``.
+    Returns ``(carry, row (B, len(HIST)), sane (B,), accepted (B,), next_lengths (B,))``;
+    inactive images are left unchanged. A trial's result is meant to be kept only where
+    ``accepted``; elsewhere ``next_lengths`` are the lengths of the next trials.
     """
     opt, _ = _optimizer(cfg, objective)
-    one = functools.partial(opt.step, trial=trial)
-    out = jax.vmap(one, in_axes=(0, 0, *_SHARED))(carry.x, carry.state, *args)
+    if trial is None:
+        out = jax.vmap(opt.step, in_axes=(0, 0, *_SHARED))(carry.x, carry.state, *args)
+    else:
+        k, lengths = trial
+
+        def one(x, state, length, *a):
+            return opt.step(x, state, *a, trial=(k, length))
+
+        out = jax.vmap(one, in_axes=(0, 0, 0, *_SHARED))(carry.x, carry.state, lengths, *args)
     value = out.value
     finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(out.x), axis=(1, 2, 3))
     high = jnp.where(value > EXPLODE_FACTOR * carry.best_v, carry.high + 1, 0)
@@ -206,7 +262,7 @@ def _step(
     )
     terms = out.terms
     row = jnp.stack([value, terms["content"], terms["style"], terms["tv"], out.nfev], axis=1)
-    return _select(active, new, carry), row.astype(jnp.float32), sane, out.accepted
+    return _select(active, new, carry), row.astype(jnp.float32), sane, out.accepted, out.next_length
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -217,11 +273,17 @@ def step(cfg: GatysConfig, objective: Objective, carry: Carry, active: jax.Array
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def trial_step(
-    cfg: GatysConfig, objective: Objective, carry: Carry, active: jax.Array, k: jax.Array, *args
+    cfg: GatysConfig,
+    objective: Objective,
+    carry: Carry,
+    active: jax.Array,
+    k: jax.Array,
+    lengths: jax.Array,
+    *args,
 ):
-    """One compiled backtracking trial (``k``: an int32 scalar) of :func:`_step`: the other
-    program the host loop calls (see :func:`careful_step`)."""
-    return _step(cfg, objective, carry, active, args, k)
+    """One compiled backtracking trial (``k``: an int32 scalar; ``lengths``: float32 (B,))
+    of :func:`_step`: the other program the host loop calls (see :func:`careful_step`)."""
+    return _step(cfg, objective, carry, active, args, (k, lengths))
 
 
 _merge = jax.jit(_select)
@@ -236,11 +298,13 @@ def careful_step(cfg: GatysConfig, objective: Objective, carry: Carry, active: n
     :func:`step`, as numpy arrays but the carry."""
     pending = np.asarray(active, bool).copy()
     out, rows, sane = None, None, np.ones(pending.shape, bool)
+    lengths = np.ones(pending.shape, np.float32)
     for k in range(BACKTRACK_TRIALS):
-        new, row, ok, accepted = trial_step(
-            cfg, objective, carry, jnp.asarray(pending), np.int32(k), *args
+        new, row, ok, accepted, proposed = trial_step(
+            cfg, objective, carry, jnp.asarray(pending), np.int32(k), lengths, *args
         )
         row, ok = np.asarray(row), np.asarray(ok)
+        lengths = np.asarray(proposed, np.float32)
         take = pending & np.asarray(accepted)
         if take.any():
             if out is None and (take == pending).all():
@@ -260,19 +324,20 @@ def _device_careful_step(cfg: GatysConfig, objective: Objective, carry: Carry, a
     b = active.shape[0]
 
     def cond(c):
-        return jnp.any(c[1])
+        return jnp.any(c[2])  # pending
 
     def body(c):
-        k, pending, out, rows, sane = c
-        new, row, ok, accepted = _step(cfg, objective, carry, pending, args, k)
+        k, lengths, pending, out, rows, sane = c
+        new, row, ok, accepted, proposed = _step(cfg, objective, carry, pending, args, (k, lengths))
         take = pending & accepted
         out = _select(take, new, out)
         rows = jnp.where(take[:, None], row, rows)
-        return k + 1, pending & ~take, out, rows, jnp.where(take, ok, sane)
+        return k + 1, proposed, pending & ~take, out, rows, jnp.where(take, ok, sane)
 
     rows = jnp.zeros((b, len(HIST)), jnp.float32)
-    c = (jnp.zeros((), jnp.int32), active, carry, rows, jnp.ones((b,), bool))
-    _, _, out, rows, sane = jax.lax.while_loop(cond, body, c)
+    lengths = jnp.ones((b,), jnp.float32)
+    c = (jnp.zeros((), jnp.int32), lengths, active, carry, rows, jnp.ones((b,), bool))
+    _, _, _, out, rows, sane = jax.lax.while_loop(cond, body, c)
     return out, rows, sane
 
 
@@ -292,7 +357,7 @@ def device_chunk(cfg: GatysConfig, objective: Objective, carry: Carry, n: jax.Ar
             if careful:
                 carry, row, sane = _device_careful_step(cfg, objective, carry, act, args)
             else:
-                carry, row, sane, _ = _step(cfg, objective, carry, act, args)
+                carry, row, sane, _, _ = _step(cfg, objective, carry, act, args)
             hist = hist.at[:, i].set(jnp.where(act[:, None], row, hist[:, i]))
             return i + 1, carry, hist, steps + act, ok & ~(act & ~sane)
 
@@ -326,6 +391,10 @@ def host_chunk(cfg: GatysConfig, objective: Objective, carry: Carry, n: np.ndarr
         act_j = jnp.asarray(act)
         if bool(needs_care(cfg, objective, carry, act_j)):
             carry, row, sane = careful_step(cfg, objective, carry, act, *args)
+        elif trial_only(cfg, objective):  # a unit step: the first trial, whatever its loss
+            ones = np.ones(b, np.float32)
+            step_k = trial_step(cfg, objective, carry, act_j, np.int32(0), ones, *args)
+            carry, row, sane = step_k[:3]
         else:
             carry, row, sane = step(cfg, objective, carry, act_j, *args)
         row, sane = np.asarray(row), np.asarray(sane)
@@ -355,39 +424,44 @@ def run_chunk(cfg: GatysConfig, objective: Objective, carry: Carry, n: np.ndarra
 
 
 def precompile(
-    cfg: GatysConfig, objective: Objective, iterations: int, final: bool, x: jax.Array, *args
+    cfg: GatysConfig, objective: Objective, final: bool, x: jax.Array, *args
 ) -> Callable[[], float]:
-    """Compiles :func:`init` for ``x`` here, and meanwhile, in a background thread, the
-    programs that ``iterations`` iterations from it call next (the backtracking trial and the
-    unit step of the host loop, or the device loop's chunk) and, with ``final``, :func:`evaluate`.
+    """Compiles the first program that :func:`start` runs for ``x`` here, and meanwhile, in a
+    background thread, the programs that it and the iterations from it call next
+    and, with ``final``, :func:`evaluate`. With :func:`trial_only` the first is the
+    backtracking trial, which every later evaluation runs too; otherwise it is :func:`init`,
+    followed by the unit step of the host loop or by the device loop's chunk.
 
-    XLA compiles without holding Python's lock, so the step (the largest program: 2.7 s of a
-    cold 256 px run's 5 s of compiling, measured) compiles while this thread compiles and runs
-    ``init``. ``init`` is traced first, here, so that a convolution form measured by
-    :mod:`jaxstyle.autotune` is measured by one thread only, the other finding it cached.
-    JAX keeps what ``lower().compile()`` builds, so the calls that follow reuse it.
+    XLA compiles without holding Python's lock, so the background programs compile while this
+    thread compiles and runs the first. That one is traced first, here, so that a convolution
+    form measured by :mod:`jaxstyle.autotune` is measured by one thread only, the other finding
+    it cached. JAX keeps what ``lower().compile()`` builds, so the calls that follow reuse it.
 
     Returns ``wait()``, which blocks until the background programs are built (raising their
     error, if any) and returns the seconds it waited for a compilation (0.0 when the
     background found every program cached); call it before the first step.
     """
-    traced = init.trace(cfg, objective, x, *args)  # (cached after the first call)
-    lowered = traced.lower()
-    # (The traced output keeps the weak types that key the cache; ``lowered.out_info`` drops
-    # them.)
-    carry = traced.out_info
     b = x.shape[0]
-    opt, _ = _optimizer(cfg, objective)
+    active = jax.ShapeDtypeStruct((b,), jnp.bool_)
     jobs = []
-    if cfg.loop == "device":
-        n = jax.ShapeDtypeStruct((b,), jnp.int32)
-        jobs.append(lambda: device_chunk.lower(cfg, objective, carry, n, *args).compile())
+    if trial_only(cfg, objective):
+        # (The traced outputs keep the weak types that key the cache; ``lowered.out_info``
+        # drops them.) Every carry has the blank carry's types (``LBFGS.init_from``).
+        blank = _blank.trace(cfg, objective, x, *args)
+        carry = blank.out_info
+        k = jax.ShapeDtypeStruct((), jnp.int32)
+        lengths = jax.ShapeDtypeStruct((b,), jnp.float32)
+        first = trial_step.trace(cfg, objective, carry, active, k, lengths, *args)
+        lowered = [blank.lower(), first.lower()]
+        jobs.append(lambda: _init_from.lower(cfg, objective, x, carry).compile())
     else:
-        active = jax.ShapeDtypeStruct((b,), jnp.bool_)
-        if opt.careful_start:
-            k = jax.ShapeDtypeStruct((), jnp.int32)
-            jobs.append(lambda: trial_step.lower(cfg, objective, carry, active, k, *args).compile())
-        if not opt.careful_start or iterations > CAREFUL_ITERATIONS:
+        traced = init.trace(cfg, objective, x, *args)  # (cached after the first call)
+        lowered = [traced.lower()]
+        carry = traced.out_info
+        if cfg.loop == "device":
+            n = jax.ShapeDtypeStruct((b,), jnp.int32)
+            jobs.append(lambda: device_chunk.lower(cfg, objective, carry, n, *args).compile())
+        else:
             jobs.append(lambda: step.lower(cfg, objective, carry, active, *args).compile())
     if final:
         xs = jax.ShapeDtypeStruct(x.shape, jnp.float32)
@@ -404,7 +478,8 @@ def precompile(
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxstyle-compile")
     future = pool.submit(build)
     pool.shutdown(wait=False)
-    lowered.compile()
+    for program in lowered:
+        program.compile()
 
     def wait() -> float:
         t0 = time.perf_counter()

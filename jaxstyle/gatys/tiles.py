@@ -521,7 +521,7 @@ def _visit(run, pcfg, net, img: _Image, win: Window, sums: _Sums, k, n, bar, gro
     content_t, style_g = img.inputs(win, sums, now)
     args = (net, content_t, style_g, img.weights)
     crop = content_t[_CONTEXT]
-    carry = programs.init(pcfg, tile_objective, crop, *args)
+    carry = programs.start(pcfg, tile_objective, crop, *args)
     pending, restarts, nfev = n, 0, 0
     while pending > 0:
         m = min(pending, programs.chunk_len(pcfg))
