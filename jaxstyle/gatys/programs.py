@@ -12,8 +12,9 @@ it were optimised alone, while the network runs on the whole batch at once.
 A *chunk* runs up to ``n`` iterations per image (between progress reports) in one of two loop
 kinds (``GatysConfig.loop``, chosen per backend by
 :func:`jaxstyle.backend.default_loop_kind` when ``"auto"``): ``device``, one ``lax.while_loop``
-program; ``host``, a Python loop over the compiled :func:`step`. Both run the same traced step
-and give the same iterates. An image whose loss diverges (non-finite, or above
+program; ``host``, a Python loop over compiled steps (with L-BFGS's careful start, one program
+only, :func:`trial_step`: see :func:`trial_only`). Both run the same traced step and give the
+same iterates. An image whose loss diverges (non-finite, or above
 ``EXPLODE_FACTOR`` times its best for ``EXPLODE_PATIENCE`` iterations in a row) stops its chunk
 there; the driver then :func:`restart` s it from its best iterate.
 """
