@@ -385,6 +385,7 @@ def host_chunk(cfg: GatysConfig, objective: Objective, carry: Carry, n: np.ndarr
     hist = np.zeros((b, chunk_len(cfg), len(HIST)), np.float32)
     steps = np.zeros(b, np.int32)
     ok = np.ones(b, bool)
+    only = trial_only(cfg, objective)
     for i in range(int(n.max(initial=0))):
         act = (i < n) & ok
         if not act.any():
@@ -392,7 +393,7 @@ def host_chunk(cfg: GatysConfig, objective: Objective, carry: Carry, n: np.ndarr
         act_j = jnp.asarray(act)
         if bool(needs_care(cfg, objective, carry, act_j)):
             carry, row, sane = careful_step(cfg, objective, carry, act, *args)
-        elif trial_only(cfg, objective):  # a unit step: the first trial, whatever its loss
+        elif only:  # a unit step: the first trial, kept whatever its loss
             ones = np.ones(b, np.float32)
             step_k = trial_step(cfg, objective, carry, act_j, np.int32(0), ones, *args)
             carry, row, sane = step_k[:3]
