@@ -143,23 +143,6 @@ def test_curvature_guard_drops_a_pair_with_negative_curvature():
     assert float(kept.gamma) == float(raw.gamma)
 
 
-@pytest.mark.parametrize(
-    ("length", "value", "want"),
-    [
-        (1.0, 10.0 - 4.0 + 5.0, 2.0 / 5.0),  # f(s) = 10 - 4s + 5s^2: its minimiser
-        (0.5, 10.0 - 2.0 + 12.0 / 4, 2.0 / 12.0),  # f(s) = 10 - 4s + 12s^2, tried at s = 0.5
-        (1.0, 10.0 - 4.0 + 3.0, lbfgs.MAX_SHRINK),  # minimiser 2/3: cut to MAX_SHRINK
-        (1.0, 1e6, lbfgs.MIN_SHRINK),  # a far overshoot: no shorter than MIN_SHRINK
-        (1.0, float("nan"), lbfgs.MIN_SHRINK),
-        (1.0, float("inf"), lbfgs.MIN_SHRINK),
-    ],
-)
-def test_a_rejected_trial_proposes_the_minimiser_of_its_quadratic(length, value, want):
-    # The loss at the start is 10 and its slope along the direction -4.
-    got = lbfgs.next_trial_length(jnp.float32(length), jnp.float32(10.0), jnp.float32(-4.0), value)
-    np.testing.assert_allclose(float(got), want, rtol=1e-6)
-
-
 # ---------------------------------------------------------------------------------------------
 # The driver's bookkeeping, with a cheap stand-in loss (a random VGG16 computes the targets).
 

@@ -177,8 +177,7 @@ def start(cfg: GatysConfig, objective: Objective, x: jax.Array, *args) -> Carry:
         return init(cfg, objective, x, *args)
     b = x.shape[0]
     blank = _blank(cfg, objective, x, *args)
-    ones = np.ones(b, np.float32)
-    evaluated = trial_step(cfg, objective, blank, jnp.ones(b, bool), np.int32(0), ones, *args)
+    evaluated = trial_step(cfg, objective, blank, jnp.ones(b, bool), np.int32(0), *args)
     return _init_from(cfg, objective, x, evaluated[0])
 
 
@@ -224,31 +223,22 @@ def _step(
     carry: Carry,
     active: jax.Array,
     args,
-    trial: tuple[jax.Array, jax.Array] | None = None,
+    trial: jax.Array | None = None,
 ):
     """One iteration of the ``active`` (B,) images, with the divergence bookkeeping: a unit
-    step, or with ``trial=(k, lengths (B,))`` the ``k``-th backtracking trial from ``carry``,
-    of its own length per image (see :meth:`jaxstyle.gatys.lbfgs.LBFGS.step`;
-    :func:`careful_step` loops over them).
+    step, or with ``trial=k`` the ``k``-th backtracking trial from ``carry`` (see
+    :meth:`jaxstyle.gatys.lbfgs.LBFGS.step`; :func:`careful_step` loops over them).
 
     Whether a step backtracks is chosen by the caller, outside the compiled step: a
     ``lax.cond`` between the two steps in one program made every step, unit steps included,
     about twice as slow on XLA:CPU (0.91 s against 0.45 s an iteration at 256 px, measured).
 
-    Returns ``(carry, row (B, len(HIST)), sane (B,), accepted (B,), next_lengths (B,))``;
-    inactive images are left unchanged. A trial's result is meant to be kept only where
-    ``accepted``; elsewhere ``next_lengths`` are the lengths of the next trials.
+    Returns ``(carry, row (B, len(HIST)), sane (B,), accepted (B,))``; inactive images are
+    left unchanged. A trial's result is meant to be kept only where ``accepted``.
     """
     opt, _ = _optimizer(cfg, objective)
-    if trial is None:
-        out = jax.vmap(opt.step, in_axes=(0, 0, *_SHARED))(carry.x, carry.state, *args)
-    else:
-        k, lengths = trial
-
-        def one(x, state, length, *a):
-            return opt.step(x, state, *a, trial=(k, length))
-
-        out = jax.vmap(one, in_axes=(0, 0, 0, *_SHARED))(carry.x, carry.state, lengths, *args)
+    one = functools.partial(opt.step, trial=trial)
+    out = jax.vmap(one, in_axes=(0, 0, *_SHARED))(carry.x, carry.state, *args)
     value = out.value
     finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(out.x), axis=(1, 2, 3))
     high = jnp.where(value > EXPLODE_FACTOR * carry.best_v, carry.high + 1, 0)
@@ -263,7 +253,7 @@ def _step(
     )
     terms = out.terms
     row = jnp.stack([value, terms["content"], terms["style"], terms["tv"], out.nfev], axis=1)
-    return _select(active, new, carry), row.astype(jnp.float32), sane, out.accepted, out.next_length
+    return _select(active, new, carry), row.astype(jnp.float32), sane, out.accepted
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -274,17 +264,12 @@ def step(cfg: GatysConfig, objective: Objective, carry: Carry, active: jax.Array
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def trial_step(
-    cfg: GatysConfig,
-    objective: Objective,
-    carry: Carry,
-    active: jax.Array,
-    k: jax.Array,
-    lengths: jax.Array,
-    *args,
+    cfg: GatysConfig, objective: Objective, carry: Carry, active: jax.Array, k: jax.Array, *args
 ):
-    """One compiled backtracking trial (``k``: an int32 scalar; ``lengths``: float32 (B,))
-    of :func:`_step`: the other program the host loop calls (see :func:`careful_step`)."""
-    return _step(cfg, objective, carry, active, args, (k, lengths))
+    """One compiled backtracking trial (``k``: an int32 scalar) of :func:`_step`; with
+    :func:`trial_only` the only program of the host loop that evaluates the loss (see
+    :func:`careful_step`)."""
+    return _step(cfg, objective, carry, active, args, k)
 
 
 _merge = jax.jit(_select)
@@ -299,13 +284,11 @@ def careful_step(cfg: GatysConfig, objective: Objective, carry: Carry, active: n
     :func:`step`, as numpy arrays but the carry."""
     pending = np.asarray(active, bool).copy()
     out, rows, sane = None, None, np.ones(pending.shape, bool)
-    lengths = np.ones(pending.shape, np.float32)
     for k in range(BACKTRACK_TRIALS):
-        new, row, ok, accepted, proposed = trial_step(
-            cfg, objective, carry, jnp.asarray(pending), np.int32(k), lengths, *args
+        new, row, ok, accepted = trial_step(
+            cfg, objective, carry, jnp.asarray(pending), np.int32(k), *args
         )
         row, ok = np.asarray(row), np.asarray(ok)
-        lengths = np.asarray(proposed, np.float32)
         take = pending & np.asarray(accepted)
         if take.any():
             if out is None and (take == pending).all():
@@ -325,20 +308,19 @@ def _device_careful_step(cfg: GatysConfig, objective: Objective, carry: Carry, a
     b = active.shape[0]
 
     def cond(c):
-        return jnp.any(c[2])  # pending
+        return jnp.any(c[1])
 
     def body(c):
-        k, lengths, pending, out, rows, sane = c
-        new, row, ok, accepted, proposed = _step(cfg, objective, carry, pending, args, (k, lengths))
+        k, pending, out, rows, sane = c
+        new, row, ok, accepted = _step(cfg, objective, carry, pending, args, k)
         take = pending & accepted
         out = _select(take, new, out)
         rows = jnp.where(take[:, None], row, rows)
-        return k + 1, proposed, pending & ~take, out, rows, jnp.where(take, ok, sane)
+        return k + 1, pending & ~take, out, rows, jnp.where(take, ok, sane)
 
     rows = jnp.zeros((b, len(HIST)), jnp.float32)
-    lengths = jnp.ones((b,), jnp.float32)
-    c = (jnp.zeros((), jnp.int32), lengths, active, carry, rows, jnp.ones((b,), bool))
-    _, _, _, out, rows, sane = jax.lax.while_loop(cond, body, c)
+    c = (jnp.zeros((), jnp.int32), active, carry, rows, jnp.ones((b,), bool))
+    _, _, out, rows, sane = jax.lax.while_loop(cond, body, c)
     return out, rows, sane
 
 
@@ -358,7 +340,7 @@ def device_chunk(cfg: GatysConfig, objective: Objective, carry: Carry, n: jax.Ar
             if careful:
                 carry, row, sane = _device_careful_step(cfg, objective, carry, act, args)
             else:
-                carry, row, sane, _, _ = _step(cfg, objective, carry, act, args)
+                carry, row, sane, _ = _step(cfg, objective, carry, act, args)
             hist = hist.at[:, i].set(jnp.where(act[:, None], row, hist[:, i]))
             return i + 1, carry, hist, steps + act, ok & ~(act & ~sane)
 
@@ -394,9 +376,8 @@ def host_chunk(cfg: GatysConfig, objective: Objective, carry: Carry, n: np.ndarr
         if bool(needs_care(cfg, objective, carry, act_j)):
             carry, row, sane = careful_step(cfg, objective, carry, act, *args)
         elif only:  # a unit step: the first trial, kept whatever its loss
-            ones = np.ones(b, np.float32)
-            step_k = trial_step(cfg, objective, carry, act_j, np.int32(0), ones, *args)
-            carry, row, sane = step_k[:3]
+            unit = trial_step(cfg, objective, carry, act_j, np.int32(0), *args)
+            carry, row, sane = unit[:3]
         else:
             carry, row, sane = step(cfg, objective, carry, act_j, *args)
         row, sane = np.asarray(row), np.asarray(sane)
@@ -452,8 +433,7 @@ def precompile(
         blank = _blank.trace(cfg, objective, x, *args)
         carry = blank.out_info
         k = jax.ShapeDtypeStruct((), jnp.int32)
-        lengths = jax.ShapeDtypeStruct((b,), jnp.float32)
-        first = trial_step.trace(cfg, objective, carry, active, k, lengths, *args)
+        first = trial_step.trace(cfg, objective, carry, active, k, *args)
         lowered = [blank.lower(), first.lower()]
         jobs.append(lambda: _init_from.lower(cfg, objective, x, carry).compile())
     else:
