@@ -260,6 +260,13 @@ def test_the_host_loop_starts_where_init_does():
     for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
     assert float(jnp.abs(want.state.grad).max()) > 0  # (a real gradient, not the blank's)
+    # The final losses come from the same first trial: evaluate's values and terms.
+    total, terms = programs.losses(c, objective, x, *args)
+    want_total, want_terms = programs.evaluate(c, objective, x, *args)
+    np.testing.assert_allclose(np.asarray(total), np.asarray(want_total), rtol=1e-6)
+    assert terms.keys() == want_terms.keys()
+    for k, v in want_terms.items():
+        np.testing.assert_allclose(np.asarray(terms[k]), np.asarray(v), rtol=1e-6)
 
 
 @pytest.mark.parametrize("loop", ["host", "device"])
@@ -289,13 +296,14 @@ def test_programs_compiled_in_the_background_are_the_ones_called(random_net, cap
     compiled = collections.Counter(
         re.findall(r"Finished XLA compilation of jit\((\w+)\)", caplog.text)
     )
-    # The host loop evaluates the loss and gradient in one program only, the backtracking
-    # trial: at the start (from a blank state), in the careful iterations and as unit steps.
+    # The host loop evaluates the loss in one program only, the backtracking trial: at the
+    # start (from a blank state), in the careful iterations, as unit steps and for the final
+    # losses.
     if loop == "host":
-        expected = {"_blank": 1, "trial_step": 1, "_init_from": 1, "init": 0, "step": 0}
+        expected = {"_blank": 1, "trial_step": 1, "_init_from": 1}
+        expected.update(init=0, step=0, evaluate=0)
     else:
-        expected = {"init": 1, "device_chunk": 1, "trial_step": 0, "step": 0}
-    expected["evaluate"] = 1
+        expected = {"init": 1, "device_chunk": 1, "evaluate": 1, "trial_step": 0, "step": 0}
     assert {k: compiled[k] for k in expected} == expected, compiled
     # Run again, everything is found cached: no time counts as compiling (waiting for the
     # background thread included).

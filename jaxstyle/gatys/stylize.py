@@ -491,7 +491,7 @@ def _restart(run, pcfg, objective, group: _Group, carry, failed, iteration, args
 
 def _final_losses(run: _Run, pcfg, objective, group: _Group, best: np.ndarray, args) -> None:
     """Records the losses of the images that are saved (clipped to [0, 1])."""
-    _, terms = programs.evaluate(pcfg, objective, jnp.asarray(best), *args)
+    _, terms = programs.losses(pcfg, objective, jnp.asarray(best), *args)
     for b, i in enumerate(group.idx):
         run.per_image[i].update({k: float(v[b]) for k, v in terms.items()})
 
