@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxstyle import losses
@@ -84,10 +83,13 @@ def loss_weights(cfg: GatysConfig, n_styles: int) -> dict[str, jax.Array]:
         raise ValueError(
             f"--style-blend-weights has {len(blend)} values for {n_styles} style images"
         )
-    return {
-        "content": jnp.float32(cfg.content_weight),
-        "style": jnp.float32(cfg.style_weight),
-        "tv": jnp.float32(cfg.tv_weight),
-        "layers": jnp.asarray(layers, jnp.float32),
-        "blend": jnp.asarray(blend / blend.sum()),
-    }
+    # (device_put: jnp.asarray and jnp.float32 compile a small program each on JAX 0.10.)
+    return jax.device_put(
+        {
+            "content": np.float32(cfg.content_weight),
+            "style": np.float32(cfg.style_weight),
+            "tv": np.float32(cfg.tv_weight),
+            "layers": np.asarray(layers, np.float32),
+            "blend": blend / blend.sum(),
+        }
+    )

@@ -177,7 +177,7 @@ def start(cfg: GatysConfig, objective: Objective, x: jax.Array, *args) -> Carry:
         return init(cfg, objective, x, *args)
     b = x.shape[0]
     blank = _blank(cfg, objective, x, *args)
-    evaluated = trial_step(cfg, objective, blank, jnp.ones(b, bool), np.int32(0), *args)
+    evaluated = trial_step(cfg, objective, blank, np.ones(b, bool), np.int32(0), *args)
     return _init_from(cfg, objective, x, evaluated[0])
 
 
@@ -196,7 +196,7 @@ def losses(cfg: GatysConfig, objective: Objective, x: jax.Array, *args):
     if not trial_only(cfg, objective):
         return evaluate(cfg, objective, x, *args)
     blank = _blank(cfg, objective, x, *args)
-    evaluated = trial_step(cfg, objective, blank, jnp.ones(x.shape[0], bool), np.int32(0), *args)
+    evaluated = trial_step(cfg, objective, blank, np.ones(x.shape[0], bool), np.int32(0), *args)
     state = evaluated[0].state
     return state.value, state.aux
 
@@ -299,7 +299,7 @@ def careful_step(cfg: GatysConfig, objective: Objective, carry: Carry, active: n
     out, rows, sane = None, None, np.ones(pending.shape, bool)
     for k in range(BACKTRACK_TRIALS):
         new, row, ok, accepted = trial_step(
-            cfg, objective, carry, jnp.asarray(pending), np.int32(k), *args
+            cfg, objective, carry, pending.copy(), np.int32(k), *args
         )
         row, ok = np.asarray(row), np.asarray(ok)
         take = pending & np.asarray(accepted)
@@ -307,7 +307,7 @@ def careful_step(cfg: GatysConfig, objective: Objective, carry: Carry, active: n
             if out is None and (take == pending).all():
                 out = new  # (the common case: one merge-free trial)
             else:
-                out = _merge(jnp.asarray(take), new, carry if out is None else out)
+                out = _merge(take, new, carry if out is None else out)
             rows = row if rows is None else np.where(take[:, None], row, rows)
             sane = np.where(take, ok, sane)
         pending &= ~take
@@ -385,7 +385,7 @@ def host_chunk(cfg: GatysConfig, objective: Objective, carry: Carry, n: np.ndarr
         act = (i < n) & ok
         if not act.any():
             break
-        act_j = jnp.asarray(act)
+        act_j = jax.device_put(act)  # (jnp.asarray compiles a program on JAX 0.10)
         if bool(needs_care(cfg, objective, carry, act_j)):
             carry, row, sane = careful_step(cfg, objective, carry, act, *args)
         elif only:  # a unit step: the first trial, kept whatever its loss

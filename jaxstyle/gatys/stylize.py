@@ -159,7 +159,7 @@ def stylize(
     say = log_fn or (lambda m: bar.write(m, file=sys.stderr))
     run = _Run(say=say, per_image=[_image_log() for _ in contents])
     results: list[np.ndarray] = [np.empty(0)] * len(contents)
-    key = jax.random.PRNGKey(cfg.seed)
+    key = None  # (made from cfg.seed when a noise start needs it)
     for si, (scale, sized) in enumerate(zip(scales, sized_per_scale, strict=True)):
         style_long = max(16, round(scale * cfg.style_scale))
         base_styles = [imlib.resize_long_side(s, style_long) for s in styles]
@@ -291,14 +291,18 @@ def targets(
     program, and the batch is stacked by another: computed op by op, the Grams were a dozen
     small programs, which took 0.4 s of a warm 256 px run (measured).
     """
-    content_t = _content_targets(net, jnp.asarray(np.stack(contents)), tuple(cfg.content_layers))
+    # (device_put: jnp.asarray compiles a small program per shape on JAX 0.10.)
+    batch = jax.device_put(np.stack(contents).astype(np.float32))
+    content_t = _content_targets(net, batch, tuple(cfg.content_layers))
     layers = tuple(cfg.style_layers)
     grams = []
     for content in contents:
         st = styles
         if cfg.preserve_colors == "histogram":
             st = [imlib.match_color(s, content) for s in styles]
-        grams.append([_grams(net, jnp.asarray(s)[None], layers) for s in st])
+        grams.append(
+            [_grams(net, jax.device_put(np.asarray(s, np.float32)[None]), layers) for s in st]
+        )
     return content_t, _stack_grams(grams)
 
 
@@ -328,18 +332,23 @@ def starts(
     styles: Sequence[np.ndarray],
     results: Sequence[np.ndarray],
     idx: Sequence[int],
-    key: jax.Array,
-) -> tuple[jax.Array, jax.Array]:
+    key: jax.Array | None,
+) -> tuple[jax.Array, jax.Array | None]:
     """The starting images of a batch (``cfg.init`` at the first scale, else the previous
-    scale's results enlarged: coarse to fine), and the advanced random key."""
+    scale's results enlarged: coarse to fine), and the advanced random key (``None`` until a
+    noise start needs one; then made from ``cfg.seed``). Only noise draws from the key: its
+    programs are compiled only then (0.15 s of a first run, measured)."""
     x0 = []
     for content, i in zip(contents, idx, strict=True):
         if scale_index > 0:
             x0.append(imlib.resize(results[i], *content.shape[:2]))
             continue
-        key, sub = jax.random.split(key)
+        sub = None
+        if cfg.init == "noise":
+            key = jax.random.PRNGKey(cfg.seed) if key is None else key
+            key, sub = jax.random.split(key)
         x0.append(_initial(cfg, content, styles[0], sub))
-    return jnp.asarray(np.stack(x0).astype(np.float32)), key
+    return jax.device_put(np.stack(x0).astype(np.float32)), key
 
 
 def _initial(cfg: GatysConfig, content: np.ndarray, style: np.ndarray, key) -> np.ndarray:
@@ -491,9 +500,9 @@ def _restart(run, pcfg, objective, group: _Group, carry, failed, iteration, args
 
 def _final_losses(run: _Run, pcfg, objective, group: _Group, best: np.ndarray, args) -> None:
     """Records the losses of the images that are saved (clipped to [0, 1])."""
-    _, terms = programs.losses(pcfg, objective, jnp.asarray(best), *args)
+    _, terms = programs.losses(pcfg, objective, jax.device_put(np.asarray(best, np.float32)), *args)
     for b, i in enumerate(group.idx):
-        run.per_image[i].update({k: float(v[b]) for k, v in terms.items()})
+        run.per_image[i].update({k: float(np.asarray(v)[b]) for k, v in terms.items()})
 
 
 def _summary(run: _Run, net: VGGNet, pcfg: GatysConfig) -> dict[str, Any]:
