@@ -24,6 +24,7 @@ SITES = [
     ("same3x3", (1, 8, 10, 3), (3, 3, 3, 8), 1),
     ("same3x3", (2, 6, 8, 16), (3, 3, 16, 8), 1),
     ("upsample", (2, 5, 7, 6), (3, 3, 6, 4), 1),
+    ("upsample", (1, 4, 6, 6), (3, 3, 6, 4), 1),  # (even: sub-pixel Winograd)
 ]
 
 
@@ -58,6 +59,9 @@ def test_every_valid_form_matches_the_reference(kind, x_shape, k_shape, stride):
     ref_y, ref_grads = run(conv.REFERENCE[kind], x, k, g)
     forms = set(conv.valid_forms(site)) | set(conv.valid_forms(site, backward=True))
     assert len(forms) >= (2 if stride == 1 else 1)
+    if kind == "upsample":
+        assert "subpixel_xla" in forms
+        assert ("subpixel_winograd" in forms) == (x_shape[1] % 2 == 0 and x_shape[2] % 2 == 0)
     for name in forms:
         y, grads = run(name, x, k, g)
         _close(y, ref_y)
